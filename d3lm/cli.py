@@ -1,0 +1,205 @@
+"""The ``d3lm`` command: a thin layer that parses arguments and calls the runner's stages."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig
+
+from d3lm.config import load_config, load_run_config
+from d3lm.metrics.oracle_train import OracleConfig
+
+CACHE_DIR = ".cache/d3lm"
+
+
+def _config(args: argparse.Namespace) -> DictConfig:
+    return load_config(args.scale, args.config, args.overrides)
+
+
+def cmd_plugins(args: argparse.Namespace) -> None:
+    from d3lm.plugins import catalogue
+
+    plugins = catalogue()
+    if args.json:
+        print(json.dumps(plugins, indent=2))
+        return
+    for kind, entries in plugins.items():
+        print(f"{kind}:")
+        for name, doc in entries.items():
+            print(f"  {name:<20} {doc}")
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from d3lm.data.recipes import prepare
+
+    print(prepare(args.name, Path(args.cache_dir)))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from d3lm import runner
+
+    resume = [o.split("=", 1)[1] for o in args.overrides if o.startswith("resume=")]
+    if resume:
+        rest = [o for o in args.overrides if not o.startswith("resume=")]
+        cfg = load_run_config(Path(resume[-1]), rest)
+        cfg.resume = resume[-1]
+    else:
+        cfg = _config(args)
+    print(runner.train(cfg))
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from d3lm import runner
+
+    dotted = [o for o in args.overrides if "." in o.split("=", 1)[0]]
+    params = [f"sample.sampler.params.{o}" for o in args.overrides if o not in dotted]
+    extra = [f"sample.{k}={v}" for k, v in (("n", args.n), ("bp", args.bp)) if v is not None]
+    if args.sampler:
+        extra.append(f"sample.sampler.name={args.sampler}")
+    cfg = load_run_config(Path(args.run), [*dotted, *extra, *params])
+    print(runner.sample(cfg, Path(args.run), out=args.out, trace=args.trace))
+
+
+def _plugin_params(names: Sequence[str], pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``NAME.KEY=VALUE`` pairs (values parsed as YAML) -> {name: {key: value}} for ``names``."""
+    params: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for pair in pairs:
+        target, _, value = pair.partition("=")
+        name, _, key = target.partition(".")
+        if name not in params or not key or not _:
+            raise ValueError(f"{pair!r}: expected NAME.KEY=VALUE with NAME one of {list(params)}")
+        params[name][key] = yaml.safe_load(value)
+    return params
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from d3lm.evaluate import EvaluateOptions, evaluate_fasta, metric_table
+
+    options = EvaluateOptions(
+        features=_plugin_params(args.features, args.feature_param),
+        baselines=_plugin_params(args.baselines, args.baseline_param),
+        split=args.split,
+        train_split=args.train_split,
+        motifs=not args.no_motifs,
+        seed=args.seed,
+    )
+    out = args.out or args.samples.parent
+    rows = evaluate_fasta(args.samples, args.reference, out, Path(args.cache_dir), options)
+    print(metric_table(rows).to_string(float_format=lambda v: f"{v:.4g}"))
+
+
+def cmd_oracle_train(args: argparse.Namespace) -> None:
+    from d3lm.evaluate import oracle_train
+
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(OracleConfig)}
+    print(
+        json.dumps(
+            oracle_train(args.dataset, Path(args.cache_dir), OracleConfig(**fields)), indent=2
+        )
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from d3lm import runner
+
+    print(runner.demo(_config(args)))
+
+
+def _with_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", help="experiments/scales/<SCALE>.yaml on top of base.yaml")
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="more YAML layers, in order"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="d3lm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plugins", help="list registered plugins by kind")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
+    p = data.add_parser("prepare", help="download and convert a named dataset to parquet")
+    p.add_argument("name")
+    p.add_argument("--cache-dir", default=CACHE_DIR)
+    p.set_defaults(func=cmd_data_prepare)
+
+    p = sub.add_parser("train", help="train a model; resume=RUN_DIR continues a run")
+    _with_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate sequences from a trained run into FASTA")
+    p.add_argument("run", help="run folder (runs/<experiment>/<run>)")
+    p.add_argument("--sampler", help="sampler preset name (d3lm plugins)")
+    p.add_argument("--n", type=int)
+    p.add_argument("--bp", type=int)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--trace", type=Path, help="save the unmasking order (torch file)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="sampler parameters (steps=25) or dotted config keys (sample.seed=1)",
+    )
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("evaluate", help="score a samples FASTA against real data and baselines")
+    p.add_argument("--samples", type=Path, required=True)
+    p.add_argument("--reference", required=True, help="dataset recipe name or sequence file")
+    p.add_argument("--out", type=Path, help="folder for metrics.json/csv (default: beside FILE)")
+    p.add_argument("--cache-dir", default=CACHE_DIR)
+    p.add_argument("--features", nargs="+", default=["kmer", "oracle"])
+    p.add_argument("--feature-param", action="append", default=[], metavar="NAME.KEY=VALUE")
+    p.add_argument("--baselines", nargs="*", default=["uniform", "shuffle", "markov"])
+    p.add_argument("--baseline-param", action="append", default=[], metavar="NAME.KEY=VALUE")
+    p.add_argument("--split", default="test")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--no-motifs", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    oracle = sub.add_parser("oracle", help="the oracle CNN feature space")
+    p = oracle.add_subparsers(dest="action", required=True).add_parser(
+        "train", help="train (or reuse) the oracle CNN on a labelled dataset"
+    )
+    p.add_argument("--dataset", default="dhs")
+    p.add_argument("--cache-dir", default=CACHE_DIR)
+    for f in dataclasses.fields(OracleConfig):
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    p.set_defaults(func=cmd_oracle_train)
+
+    p = sub.add_parser("demo", help="train, sample and evaluate one run; print the metric table")
+    _with_config_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    # key=value overrides may follow options (argparse alone would stop at the first option)
+    args, rest = parser.parse_known_args(argv)
+    stray = [r for r in rest if r.startswith("-") or "=" not in r]
+    if stray or (rest and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
+    try:
+        args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
+        print(f"d3lm: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

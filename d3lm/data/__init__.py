@@ -1,0 +1,3 @@
+"""Real datasets, sequence files and the Lightning data module."""
+
+from d3lm.data import recipes  # noqa: F401  (registers the dataset recipes)

@@ -1,0 +1,62 @@
+"""FASTA reading and writing (plain or gzip), with errors that name the file and record."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from d3lm.io import write_with
+
+
+def _open(path: Path) -> IO[str]:
+    with open(path, "rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt") if gzipped else open(path)
+
+
+def read_fasta(path: str | os.PathLike[str]) -> Iterator[tuple[str, str]]:
+    """Yield ``(name, sequence)`` records; sequence lines are joined and upper-cased.
+
+    The name is the header up to the first whitespace. Text before the first header is an error
+    (it usually means the file is not FASTA at all).
+    """
+    path = Path(path)
+    name: str | None = None
+    chunks: list[str] = []
+    with _open(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith(">"):
+                if name is not None:
+                    yield name, "".join(chunks).upper()
+                fields = line[1:].split(maxsplit=1)
+                if not fields:
+                    raise ValueError(f"{path}: line {lineno}: FASTA header without a name")
+                name, chunks = fields[0], []
+            elif name is None:
+                raise ValueError(
+                    f"{path}: line {lineno}: sequence data before the first '>' header"
+                )
+            else:
+                chunks.append(line)
+    if name is not None:
+        yield name, "".join(chunks).upper()
+
+
+def write_fasta(
+    path: str | os.PathLike[str], records: Iterable[tuple[str, str]], width: int = 80
+) -> None:
+    """Atomically write ``(name, sequence)`` records, wrapping lines at ``width``."""
+
+    def write(handle: IO[str]) -> None:
+        for name, seq in records:
+            handle.write(f">{name}\n")
+            for start in range(0, len(seq), width):
+                handle.write(seq[start : start + width] + "\n")
+
+    write_with(path, write)

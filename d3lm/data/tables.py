@@ -1,0 +1,103 @@
+"""Sequence tables from a recipe name or a user file (parquet, CSV/TSV, FASTA).
+
+Every table comes out with ``name, sequence, split`` (and ``label`` when the source has one).
+Files without a ``split`` column get a deterministic split by a hash of the record name, so the
+same record lands in the same split on every machine.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from d3lm.data.fasta import read_fasta
+from d3lm.data.recipes import SPLITS, prepare
+from d3lm.registry import DATASETS
+
+_INVALID = re.compile(r"[^ACGTN]")
+
+
+def _read_fasta_table(path: Path) -> pd.DataFrame:
+    return pd.DataFrame(read_fasta(path), columns=["name", "sequence"])
+
+
+READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
+    ".parquet": pd.read_parquet,
+    ".csv": pd.read_csv,
+    ".tsv": lambda p: pd.read_csv(p, sep="\t"),
+    ".fa": _read_fasta_table,
+    ".fasta": _read_fasta_table,
+    ".fna": _read_fasta_table,
+}
+
+
+def _reader(path: Path) -> Callable[[Path], pd.DataFrame]:
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    if suffixes and suffixes[-1] in READERS:
+        return READERS[suffixes[-1]]
+    raise ValueError(f"{path}: unknown table format; expected one of {', '.join(READERS)} (.gz ok)")
+
+
+def hash_split(names: pd.Series, valid_fraction: float, test_fraction: float) -> pd.Series:
+    """Assign train/valid/test by CRC32 of each record name (stable across runs and machines)."""
+    u = names.astype(str).map(lambda n: zlib.crc32(n.encode()) / 2**32)
+    return pd.Series(
+        pd.cut(
+            u,
+            [0.0, valid_fraction, valid_fraction + test_fraction, 1.0],
+            labels=["valid", "test", "train"],
+            include_lowest=True,
+        ).astype(str),
+        index=names.index,
+    )
+
+
+def validate(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Upper-case sequences and reject bad records, naming the source, record and reason."""
+    if "sequence" not in frame.columns:
+        raise ValueError(f"{source}: no 'sequence' column (columns: {list(frame.columns)})")
+    frame = frame.copy()
+    if "name" not in frame.columns:
+        frame["name"] = [f"{source}:{i + 1}" for i in range(len(frame))]
+    frame["sequence"] = frame["sequence"].astype(str).str.upper()
+    for name, seq in zip(frame["name"], frame["sequence"], strict=True):
+        match = _INVALID.search(seq)
+        if not seq or match:
+            reason = (
+                "empty sequence"
+                if not seq
+                else (f"invalid character {match.group()!r} at position {match.start() + 1}")
+            )
+            raise ValueError(f"{source}: record {name!r}: {reason}")
+    bad_split = ~frame["split"].isin(SPLITS)
+    if bad_split.any():
+        row = frame[bad_split].iloc[0]
+        raise ValueError(
+            f"{source}: record {row['name']!r}: split {row['split']!r} is not one of "
+            f"{', '.join(SPLITS)}"
+        )
+    return frame
+
+
+def load_table(
+    source: str, cache_dir: Path, valid_fraction: float = 0.05, test_fraction: float = 0.05
+) -> pd.DataFrame:
+    """Load ``source`` (a registered dataset name or a file path) as a validated table."""
+    if source in DATASETS:
+        path = prepare(source, cache_dir)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"data source {source!r} is neither a file nor a known dataset "
+                f"({', '.join(DATASETS.names())})"
+            )
+    frame = _reader(path)(path)
+    if "split" not in frame.columns:
+        names = frame["name"] if "name" in frame.columns else pd.Series(range(len(frame)))
+        frame["split"] = hash_split(names, valid_fraction, test_fraction)
+    return validate(frame, str(path))

@@ -1,0 +1,232 @@
+"""Evaluation of generated sequences against real ones: the functions behind ``d3lm evaluate``.
+
+Every generation table carries, besides the generated set, a **real** row (held-out real
+sequences: the floor every distance should approach, the paper's "real DNA 7.85") and the
+baseline rows of :mod:`d3lm.baselines`. To keep those rows comparable the reference is split once,
+by seed, into two disjoint halves: the first half is what every set is compared with; the real row
+is drawn from the second half, with as many sequences as the generated set (Fréchet distances
+depend on sample size).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import d3lm.baselines  # noqa: F401  (registers the baseline generators)
+from d3lm.data.fasta import read_fasta
+from d3lm.data.recipes import prepare
+from d3lm.data.tables import load_table
+from d3lm.io import write_text
+from d3lm.metrics.composition import (
+    composition,
+    encode_concatenated,
+    js_divergence,
+    kmer_counts_codes,
+)
+from d3lm.metrics.diversity import diversity
+from d3lm.metrics.features import FeatureExtractor
+from d3lm.metrics.frechet import frechet_distance
+from d3lm.metrics.motifs import MotifScanner, compare_rates
+from d3lm.metrics.novelty import novelty
+from d3lm.metrics.oracle_train import OracleConfig, train_oracle
+from d3lm.registry import FEATURE_EXTRACTORS, GENERATORS
+
+DEFAULT_FEATURES: dict[str, dict[str, Any]] = {"kmer": {}, "oracle": {}}
+DEFAULT_BASELINES: dict[str, dict[str, Any]] = {"uniform": {}, "shuffle": {}, "markov": {"k": 5}}
+
+
+class Evaluator:
+    """Scores sequence sets against one reference set; reference-side work is done once.
+
+    Metrics (keys of :meth:`score`): ``fd_<extractor>`` per feature extractor; ``gc_content``,
+    ``gc_ratio_gc_at``, ``gc_ratio_g_c``, ``cpg_oe``; ``js_k1..js_k6`` (k-mer spectrum JS vs the
+    reference); ``fraction_unique``, ``mean_hamming``, ``mean_edit``; ``nearest_mean``,
+    ``nearest_median``, ``fraction_copies`` (vs ``train``, when given); ``motif_corr``,
+    ``motif_js`` (when a motif scanner is given).
+    """
+
+    def __init__(
+        self,
+        reference: Sequence[str],
+        extractors: Mapping[str, FeatureExtractor],
+        train: Sequence[str] | None = None,
+        motifs: MotifScanner | None = None,
+        ks: Sequence[int] = (1, 2, 3, 4, 5, 6),
+        seed: int = 0,
+    ) -> None:
+        self.extractors, self.train, self.motifs, self.seed = extractors, train, motifs, seed
+        self.features = {name: ex(reference) for name, ex in extractors.items()}
+        codes = encode_concatenated(reference)
+        self.spectra = {k: kmer_counts_codes(codes, k) for k in ks}
+        self.motif_rates = motifs.rates(reference) if motifs is not None else None
+
+    def score(self, seqs: Sequence[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, extractor in self.extractors.items():
+            out[f"fd_{name}"] = frechet_distance(extractor(seqs), self.features[name])
+        out.update(composition(seqs))
+        codes = encode_concatenated(seqs)
+        for k, ref in self.spectra.items():
+            out[f"js_k{k}"] = js_divergence(kmer_counts_codes(codes, k), ref)
+        out.update(diversity(seqs, seed=self.seed))
+        if self.train is not None:
+            out.update(novelty(seqs, self.train))
+        if self.motifs is not None and self.motif_rates is not None:
+            out.update(compare_rates(self.motif_rates, self.motifs.rates(seqs)))
+        return out
+
+
+def split_reference(
+    reference: Sequence[str], n_real: int, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """Disjoint halves: (reference half, up to ``n_real`` held-out real sequences)."""
+    order = np.random.default_rng(seed).permutation(len(reference))
+    half = len(reference) // 2
+    if half < 2:
+        raise ValueError(f"the reference needs at least 4 sequences, got {len(reference)}")
+    return [reference[i] for i in order[:half]], [reference[i] for i in order[half:][:n_real]]
+
+
+def baseline_sets(
+    baselines: Mapping[str, Mapping[str, Any]],
+    pools: Mapping[str, Sequence[str]],
+    n: int,
+    length: int,
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Draw ``n`` x ``length`` bp from each named baseline, fitted on ``pools[generator.fit_on]``
+    (``pools`` has ``"train"`` and ``"real"``)."""
+    out = {}
+    for name, params in baselines.items():
+        generator = GENERATORS.build(name, params)
+        out[name] = generator.fit(pools[generator.fit_on]).sample(n, length, seed)
+    return out
+
+
+def build_extractors(
+    specs: Mapping[str, Mapping[str, Any]], cache_dir: Path
+) -> dict[str, FeatureExtractor]:
+    """Extractors by registry name; ``cache_dir`` goes to those that take one."""
+    out = {}
+    for name, params in specs.items():
+        extra = {}
+        if "cache_dir" in inspect.signature(FEATURE_EXTRACTORS.get(name)).parameters:
+            extra = {"cache_dir": params.get("cache_dir", cache_dir)}
+        out[name] = FEATURE_EXTRACTORS.build(name, {**params, **extra})
+    return out
+
+
+def tidy(scores: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """Rows (run, metric, value) from {run: {metric: value}}."""
+    rows = [(run, m, v) for run, metrics in scores.items() for m, v in metrics.items()]
+    return pd.DataFrame(rows, columns=["run", "metric", "value"])
+
+
+@dataclass
+class EvaluateOptions:
+    """What ``d3lm evaluate`` computes besides the samples row."""
+
+    features: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_FEATURES))
+    baselines: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_BASELINES))
+    split: str = "test"
+    train_split: str = "train"
+    motifs: bool = True
+    seed: int = 0
+
+
+def evaluate_samples(
+    samples: Sequence[str],
+    reference: Sequence[str],
+    train: Sequence[str] | None,
+    extractors: Mapping[str, FeatureExtractor],
+    options: EvaluateOptions,
+    motifs: MotifScanner | None = None,
+    run: str = "samples",
+) -> pd.DataFrame:
+    """Tidy rows for the samples, the real-vs-real row and every baseline row."""
+    if not samples:
+        raise ValueError("no samples to evaluate")
+    ref_half, real = split_reference(reference, len(samples), options.seed)
+    evaluator = Evaluator(ref_half, extractors, train, motifs, seed=options.seed)
+    length = int(pd.Series([len(s) for s in samples]).mode().iloc[0])
+    pools = {"train": train or real, "real": real}
+    sets = {run: list(samples), "real": real}
+    sets |= baseline_sets(options.baselines, pools, len(samples), length, options.seed)
+    return tidy({name: evaluator.score(seqs) for name, seqs in sets.items()})
+
+
+def write_metrics(rows: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """``metrics.json`` = {run: {metric: value}}, written atomically."""
+    nested: dict[str, dict[str, float]] = {}
+    for run, metric, value in rows.itertuples(index=False):
+        nested.setdefault(run, {})[metric] = float(value)
+    write_text(path, json.dumps(nested, indent=2, sort_keys=True) + "\n")
+
+
+def evaluate_fasta(
+    samples: Path,
+    reference: str,
+    out_dir: Path,
+    cache_dir: Path,
+    options: EvaluateOptions | None = None,
+) -> pd.DataFrame:
+    """``d3lm evaluate``: score a samples FASTA against a recipe name or a sequence file.
+
+    The reference is the ``options.split`` split of ``reference``; novelty and the Markov
+    baseline use its ``options.train_split`` split (when it has none, they use the held-out real
+    half). Writes ``metrics.json`` and ``metrics.csv`` (tidy rows) into ``out_dir``.
+    """
+    options = options or EvaluateOptions()
+    seqs = [seq for _, seq in read_fasta(samples)]
+    table = load_table(reference, cache_dir)
+    ref = table.loc[table["split"] == options.split, "sequence"].tolist()
+    if not ref:
+        raise ValueError(f"{reference}: no sequences in split {options.split!r}")
+    train = table.loc[table["split"] == options.train_split, "sequence"].tolist() or None
+    extractors = build_extractors(options.features, cache_dir)
+    motifs = MotifScanner() if options.motifs else None
+    rows = evaluate_samples(seqs, ref, train, extractors, options, motifs, run=Path(samples).stem)
+    write_metrics(rows, Path(out_dir) / "metrics.json")
+    write_text(Path(out_dir) / "metrics.csv", rows.to_csv(index=False))
+    return rows
+
+
+def oracle_train(dataset: str, cache_dir: Path, config: OracleConfig | None = None) -> dict:
+    """``d3lm oracle train``: train (or reuse) the oracle on recipe ``dataset``; its metadata.
+
+    The returned dict (also ``oracle.json`` beside the checkpoint) has ``checkpoint``,
+    ``test_accuracy``, ``valid_accuracy``, ``classes`` and the config.
+    """
+    path = train_oracle(prepare(dataset, cache_dir), cache_dir, config or OracleConfig())
+    meta = json.loads(path.with_name("oracle.json").read_text())
+    return {"checkpoint": str(path), **meta}
+
+
+def metric_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Runs as rows, metrics as columns, in the order the rows came."""
+    table = rows.pivot(index="run", columns="metric", values="value")
+    return table.loc[rows["run"].unique(), rows["metric"].unique()]
+
+
+__all__ = [
+    "EvaluateOptions",
+    "Evaluator",
+    "baseline_sets",
+    "build_extractors",
+    "evaluate_fasta",
+    "evaluate_samples",
+    "metric_table",
+    "oracle_train",
+    "split_reference",
+    "tidy",
+    "write_metrics",
+]

@@ -1,0 +1,115 @@
+"""DiffusionLM: NT v2 backbone + noise schedule + objective, trained by Lightning.
+
+The constructor takes the config sections as plain dicts so that a checkpoint alone rebuilds the
+model (``DiffusionLM.load_from_checkpoint``) with its tokenizer, schedule and objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+import d3lm.diffusion  # noqa: F401  (registers schedules and objectives)
+from d3lm.model import LMHead, NTv2Encoder
+from d3lm.registry import BACKBONES, OBJECTIVES, SCHEDULES, TOKENIZERS
+from d3lm.tokenizers import Tokenizer
+
+
+def warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to ``floor`` at ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class DiffusionLM(L.LightningModule):
+    def __init__(
+        self,
+        tokenizer: dict[str, Any],
+        model: dict[str, Any],
+        diffusion: dict[str, Any],
+        optim: dict[str, Any],
+        max_steps: int,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer: Tokenizer = TOKENIZERS.build(tokenizer["name"], tokenizer.get("params"))
+        config = BACKBONES.build(model["preset"], model.get("params"))
+        self.backbone_config = dataclasses.replace(config, vocab_size=self.tokenizer.vocab_size)
+        self.encoder = NTv2Encoder(self.backbone_config)
+        self.head = LMHead(self.backbone_config)
+        schedule = diffusion["schedule"]
+        self.schedule = SCHEDULES.build(schedule["name"], schedule.get("params"))
+        objective = diffusion["objective"]
+        self.objective = OBJECTIVES.build(
+            objective["name"],
+            objective.get("params"),
+            schedule=self.schedule,
+            mask_id=self.tokenizer.mask_id,
+        )
+        special = torch.zeros(self.tokenizer.vocab_size, dtype=torch.bool)
+        special[self.tokenizer.special_ids] = True
+        self.register_buffer("special", special, persistent=False)
+        self.register_buffer("token_lengths", self.tokenizer.token_lengths, persistent=False)
+        self.val_loss = MeanMetric()
+        self.val_bpn = MeanMetric()
+
+    def forward(
+        self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.head(self.encoder(ids, attention_mask))
+
+    def _loss(
+        self, ids: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (loss, bits per nucleotide of the ELBO, nucleotides in the batch)."""
+        attention_mask = ids != self.tokenizer.pad_id
+        loss, stats = self.objective.loss(
+            self, ids, ~self.special[ids], attention_mask=attention_mask, generator=generator
+        )
+        nucleotides = self.token_lengths[ids].sum()
+        bpn = stats["nll_nats"] / nucleotides / math.log(2)
+        return loss, bpn, nucleotides
+
+    def training_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, bpn, _ = self._loss(batch[0])
+        self.log_dict({"train/loss": loss, "train/bpn": bpn}, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> None:
+        # A fixed noise draw per batch makes validation curves comparable across steps and runs.
+        generator = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
+        loss, bpn, nucleotides = self._loss(batch[0], generator)
+        self.val_loss.update(loss, batch[0].shape[0])
+        self.val_bpn.update(bpn, nucleotides)
+        self.log_dict({"val/loss": self.val_loss, "val/bpn": self.val_bpn}, prog_bar=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.hparams.optim
+        decay = [p for p in self.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": optim["weight_decay"]},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=optim["lr"],
+            betas=tuple(optim["betas"]),
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: warmup_cosine(
+                step, optim["warmup_steps"], self.hparams.max_steps, optim["min_lr_ratio"]
+            ),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,268 @@
+"""The Nucleotide Transformer v2 encoder (a pre-LayerNorm ESM-style transformer with rotary
+attention and a SwiGLU feed-forward), and its size presets.
+
+Module names follow the HF NT v2 checkpoint closely so that weight import is one table:
+
+=========================================  ====================================================
+ours                                       HF (``esm.`` prefix)
+=========================================  ====================================================
+``embeddings.word_embeddings``             ``embeddings.word_embeddings``
+(none: rotary positions)                   ``embeddings.position_embeddings`` (unused)
+``layers.{i}.attention_norm``              ``encoder.layer.{i}.attention.LayerNorm``
+``layers.{i}.attention.{query,key,value}`` ``encoder.layer.{i}.attention.self.{query,key,value}``
+``layers.{i}.attention.output``            ``encoder.layer.{i}.attention.output.dense``
+``layers.{i}.ffn_norm``                    ``encoder.layer.{i}.LayerNorm``
+``layers.{i}.ffn.gate_up``                 ``encoder.layer.{i}.intermediate.dense``
+``layers.{i}.ffn.down``                    ``encoder.layer.{i}.output.dense``
+``final_norm``                             ``encoder.emb_layer_norm_after``
+=========================================  ====================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from d3lm.registry import BACKBONES
+
+#: Standard deviation of the normal initialisation of linear and embedding weights (ESM / BERT).
+INIT_STD = 0.02
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackboneConfig:
+    """Shape of an NT v2-style encoder; ``max_len`` is the longest token sequence accepted."""
+
+    vocab_size: int = 4107
+    n_layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    max_len: int
+    layer_norm_eps: float = 1e-12
+    rotary_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_layers", "hidden", "heads", "ffn", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"BackboneConfig.{name} must be positive, got {self}")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"rotary needs an even head dimension, got {self.head_dim}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+#: Named sizes; each is registered in ``BACKBONES`` as a factory taking field overrides.
+PRESETS: dict[str, BackboneConfig] = {
+    "micro": BackboneConfig(n_layers=2, hidden=64, heads=4, ffn=128, max_len=1024),
+    "tiny": BackboneConfig(n_layers=4, hidden=256, heads=8, ffn=1024, max_len=2048),
+    "nt-v2-50m": BackboneConfig(n_layers=12, hidden=512, heads=16, ffn=2048, max_len=2048),
+    "nt-v2-100m": BackboneConfig(n_layers=22, hidden=512, heads=16, ffn=2048, max_len=2048),
+}
+
+
+def _register_preset(name: str, base: BackboneConfig) -> None:
+    """Register ``name`` as a factory whose signature is the config fields, defaulting to the
+    preset's values, so ``BACKBONES.build`` rejects unknown overrides and names the valid ones."""
+
+    def factory(**overrides: Any) -> BackboneConfig:
+        return dataclasses.replace(base, **overrides)
+
+    factory.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=getattr(base, f.name))
+            for f in dataclasses.fields(base)
+        ]
+    )
+    factory.__name__ = factory.__qualname__ = f"preset_{name.replace('-', '_')}"
+    factory.__doc__ = (
+        f"NT v2-style encoder: {base.n_layers} layers, hidden {base.hidden}, {base.heads} heads, "
+        f"FFN {base.ffn}, up to {base.max_len} tokens."
+    )
+    BACKBONES.register(name)(factory)
+
+
+for _name, _cfg in PRESETS.items():
+    _register_preset(_name, _cfg)
+
+
+def init_weights(module: nn.Module) -> None:
+    """ESM/BERT initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=INIT_STD)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """(x1, x2) -> (-x2, x1) over the two halves of the last dimension (the NT / ESM convention)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding over the full head dimension.
+
+    cos/sin are computed in float32 and cached for the longest length seen per device and dtype,
+    so a sampler calling the network many times at one length pays for them once. The cache is a
+    plain attribute, not a buffer, so ``model.to(bfloat16)`` cannot degrade the angles.
+    """
+
+    def __init__(self, head_dim: int, base: float) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        self.base = base
+        self._cache: tuple[torch.device, torch.dtype, Tensor, Tensor] | None = None
+
+    def cos_sin(
+        self, length: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
+        cache = self._cache
+        if cache is None or cache[0] != device or cache[1] != dtype or cache[2].shape[0] < length:
+            exponents = torch.arange(0, self.head_dim, 2, device=device, dtype=torch.float32)
+            inv_freq = 1.0 / (self.base ** (exponents / self.head_dim))
+            angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
+            angles = torch.cat((angles, angles), dim=-1)  # (length, head_dim), halves repeated
+            cache = (device, dtype, angles.cos().to(dtype), angles.sin().to(dtype))
+            self._cache = cache
+        return cache[2][:length], cache[3][:length]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Rotate ``x`` of shape (..., length, head_dim) by its positions along ``length``."""
+        cos, sin = self.cos_sin(x.shape[-2], x.device, x.dtype)
+        return x * cos + rotate_half(x) * sin
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with rotary q/k, biased projections and torch SDPA.
+
+    SDPA's default scale head_dim^-0.5 equals NT's scaling of q before rotary (rotary is linear).
+    """
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.query = nn.Linear(cfg.hidden, cfg.hidden)
+        self.key = nn.Linear(cfg.hidden, cfg.hidden)
+        self.value = nn.Linear(cfg.hidden, cfg.hidden)
+        self.output = nn.Linear(cfg.hidden, cfg.hidden)
+        self.rotary = Rotary(cfg.head_dim, cfg.rotary_base)
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.heads, -1).transpose(1, 2)  # (B, heads, L, head_dim)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None, causal: bool) -> Tensor:
+        q = self.rotary(self._split(self.query(x)))
+        k = self.rotary(self._split(self.key(x)))
+        v = self._split(self.value(x))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None
+        )
+        return self.output(out.transpose(1, 2).flatten(2))
+
+
+class SwiGLU(nn.Module):
+    """One hidden -> 2*ffn projection split in order into (gate, up): silu(gate) * up -> hidden."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(cfg.hidden, 2 * cfg.ffn, bias=False)
+        self.down = nn.Linear(cfg.ffn, cfg.hidden, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(LN(x)), then x + ffn(LN(x))."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.attention = SelfAttention(cfg)
+        self.ffn_norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.ffn = SwiGLU(cfg)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None, causal: bool) -> Tensor:
+        x = x + self.attention(self.attention_norm(x), attn_mask, causal)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class Embeddings(nn.Module):
+    """Token embeddings only: positions enter through rotary attention."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.word_embeddings(ids)
+
+
+class NTv2Encoder(nn.Module):
+    """The NT v2 network: embeddings -> pre-LN blocks -> final LayerNorm. No dropout."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.apply(init_weights)
+
+    def forward(
+        self, ids: Tensor, attention_mask: Tensor | None = None, causal: bool = False
+    ) -> Tensor:
+        """Hidden states (B, L, hidden) for token ids (B, L).
+
+        ``attention_mask`` marks real tokens (True); pads are excluded as keys, and outputs at pad
+        positions are meaningless. ``causal`` lets position i see only positions <= i (for the
+        autoregressive baseline).
+        """
+        length = ids.shape[1]
+        if length > self.cfg.max_len:
+            raise ValueError(f"{length} tokens exceed the backbone's max_len {self.cfg.max_len}")
+        attn_mask = None
+        if attention_mask is not None:
+            # A row with no real token would make every score -inf (NaN outputs, NaN gradients):
+            # let such rows attend everywhere; their outputs are ignored anyway.
+            keys = attention_mask | ~attention_mask.any(dim=-1, keepdim=True)
+            attn_mask = keys[:, None, None, :]  # (B, 1, 1, L): broadcast over heads and queries
+            if causal:
+                tril = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
+                attn_mask = attn_mask & tril
+        x = self.embeddings(ids)
+        for layer in self.layers:
+            x = layer(x, attn_mask, causal)
+        return self.final_norm(x)
+
+
+def count_parameters(cfg: BackboneConfig, include_head: bool = True) -> int:
+    """Parameters of the encoder (plus the LM head by default), counted on the meta device.
+
+    NT v2 50M is reported at 55.9M parameters; our ``nt-v2-50m`` preset with its head has
+    54,855,179. The difference, 1,049,600 = 2050 x 512, is NT's learned position table, which its
+    checkpoint carries although rotary attention never reads it; we do not build it.
+    """
+    from d3lm.model.heads import LMHead  # deferred: heads imports this module
+
+    with torch.device("meta"):
+        modules: list[nn.Module] = [NTv2Encoder(cfg)]
+        if include_head:
+            modules.append(LMHead(cfg))
+    return sum(p.numel() for m in modules for p in m.parameters())

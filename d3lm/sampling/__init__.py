@@ -1,0 +1,29 @@
+"""Samplers for masked diffusion: one shared step loop (``loop.Sampler``) composed from
+registered axes (orders, counts, remaskers); presets are named axis settings.
+
+Importing this package registers every plugin in ``d3lm.registry``.
+"""
+
+from d3lm.sampling import counts, orders, planning, presets, remdm
+from d3lm.sampling.base import CommitCount, Remasker, StepContext, UnmaskOrder
+from d3lm.sampling.denoiser import Denoiser, NetworkDenoiser
+from d3lm.sampling.loop import RunStats, Sampler, StepEvent
+from d3lm.sampling.presets import PRESETS
+
+__all__ = [
+    "PRESETS",
+    "CommitCount",
+    "Denoiser",
+    "NetworkDenoiser",
+    "Remasker",
+    "RunStats",
+    "Sampler",
+    "StepContext",
+    "StepEvent",
+    "UnmaskOrder",
+    "counts",
+    "orders",
+    "planning",
+    "presets",
+    "remdm",
+]

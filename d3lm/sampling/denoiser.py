@@ -1,0 +1,70 @@
+"""What samplers see of a model: a feature call (the expensive network) and a cheap head.
+
+Splitting the two lets a sampler cache features between steps and run the head only at the
+positions it is about to commit; samplers never import a model class (DESIGN.md, imports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """``features(ids)`` (B, L) -> (B, L, H); ``logits(features)`` (..., H) -> (..., V) with the
+    mask token's logit at -inf (SUBS: the mask can never be predicted)."""
+
+    mask_id: int
+    vocab_size: int
+    time_conditioned: bool
+
+    def features(self, ids: Tensor) -> Tensor: ...
+
+    def logits(self, features: Tensor) -> Tensor: ...
+
+
+class NetworkDenoiser:
+    """Adapts an encoder ``(ids) -> hidden`` and an LM head ``(hidden) -> logits``.
+
+    Runs without gradients; ``autocast`` (e.g. ``torch.bfloat16``) runs the encoder under
+    autocast on the ids' device, while logits always come back in float32. ``nfe`` counts the
+    sequences passed through the encoder, for benchmarks.
+    """
+
+    time_conditioned = False
+
+    def __init__(
+        self,
+        encoder: Callable[[Tensor], Tensor],
+        head: Callable[[Tensor], Tensor],
+        mask_id: int,
+        vocab_size: int,
+        autocast: torch.dtype | None = None,
+    ) -> None:
+        self.encoder, self.head = encoder, head
+        self.mask_id, self.vocab_size = mask_id, vocab_size
+        self.autocast = autocast
+        self.nfe = 0
+
+    def _context(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast)
+
+    @torch.no_grad()
+    def features(self, ids: Tensor) -> Tensor:
+        self.nfe += ids.shape[0]
+        with self._context(ids.device):
+            return self.encoder(ids)
+
+    @torch.no_grad()
+    def logits(self, features: Tensor) -> Tensor:
+        with self._context(features.device):
+            out = self.head(features).float()
+        out[..., self.mask_id] = float("-inf")
+        return out

@@ -1,0 +1,74 @@
+"""An exact denoiser for testing samplers: a first-order Markov chain over nucleotide tokens.
+
+Given partly masked ids, ``features`` returns the true posterior marginal (log-probabilities)
+of every position by forward-backward, and ``logits`` is the identity. A sampler that commits
+one token per step with this denoiser draws exactly from the chain; any other deviation is the
+sampler's own error (arXiv 2602.19619), which ``bench/sampler_oracle.py`` measures.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class MarkovChainDenoiser:
+    """Positions ``start:`` follow the chain (``initial`` (4,), ``transition`` (4, 4), rows
+    sum to 1) over tokens ``nucleotide_ids``; earlier positions (``<cls>``) echo their token."""
+
+    time_conditioned = False
+
+    def __init__(
+        self,
+        initial: Tensor,
+        transition: Tensor,
+        nucleotide_ids: list[int],
+        mask_id: int,
+        vocab_size: int,
+        start: int = 1,
+    ) -> None:
+        self.initial, self.transition = initial.double(), transition.double()
+        self.nuc = torch.as_tensor(nucleotide_ids)
+        self.mask_id, self.vocab_size, self.start = mask_id, vocab_size, start
+
+    def _evidence(self, ids: Tensor) -> Tensor:
+        """(B, n, 4) likelihood of each chain state at each position: 1 where masked."""
+        chain = ids[:, self.start :]
+        masked = (chain == self.mask_id)[..., None]
+        return (masked | (chain[..., None] == self.nuc.to(ids.device))).double()
+
+    def _forward_backward(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        ev = self._evidence(ids)
+        n = ev.shape[1]
+        fwd, bwd = [self.initial * ev[:, 0]], [torch.ones_like(ev[:, 0])]
+        for i in range(1, n):
+            a = (fwd[-1] @ self.transition) * ev[:, i]
+            fwd.append(a / a.sum(-1, keepdim=True))
+        for i in range(n - 2, -1, -1):
+            b = (bwd[0] * ev[:, i + 1]) @ self.transition.T
+            bwd.insert(0, b / b.sum(-1, keepdim=True))
+        return torch.stack(fwd, 1), torch.stack(bwd, 1), ev
+
+    def marginals(self, ids: Tensor) -> Tensor:
+        """(B, n, 4) posterior probability of each nucleotide at each chain position."""
+        fwd, bwd, _ = self._forward_backward(ids)
+        m = fwd * bwd
+        return m / m.sum(-1, keepdim=True)
+
+    def pair_marginals(self, ids: Tensor) -> Tensor:
+        """(B, n - 1, 4, 4) posterior of (x_i, x_{i+1}) for adjacent chain positions."""
+        fwd, bwd, ev = self._forward_backward(ids)
+        xi = fwd[:, :-1, :, None] * self.transition * (ev * bwd)[:, 1:, None, :]
+        return xi / xi.sum((-2, -1), keepdim=True)
+
+    def features(self, ids: Tensor) -> Tensor:
+        out = torch.full(
+            (*ids.shape, self.vocab_size), float("-inf"), dtype=torch.float64, device=ids.device
+        )
+        head = ids[:, : self.start]
+        out[:, : self.start].scatter_(-1, head[..., None], 0.0)
+        out[:, self.start :, self.nuc.to(ids.device)] = self.marginals(ids).log()
+        return out
+
+    def logits(self, features: Tensor) -> Tensor:
+        return features

@@ -1,0 +1,6 @@
+"""Tokenizer plugins; importing this package registers them in ``d3lm.registry.TOKENIZERS``."""
+
+from d3lm.tokenizers.base import Tokenizer
+from d3lm.tokenizers.kmer import KmerTokenizer, NT6merTokenizer
+
+__all__ = ["KmerTokenizer", "NT6merTokenizer", "Tokenizer"]
