@@ -29,7 +29,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) bench/bench_sampling.py
+	$(PY) bench/bench_precision.py
+	$(PY) bench/bench_sampling.py --random-init --n 200 --presets random --steps 50
+	$(PY) bench/sampler_oracle.py
 	$(PY) bench/bench_metrics.py
 
 clean:

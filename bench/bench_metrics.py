@@ -4,7 +4,7 @@ The samples are order-5 Markov draws (no trained model needed). Prints the time 
 the samples alone, then of the whole evaluation (samples + real + three baseline rows), which the
 issue requires under a minute on a 2-core CPU for every feature space but ``sei``.
 
-    python bench/bench_metrics.py --cache-dir .cache
+    python bench/bench_metrics.py --cache-dir .cache/d3lm
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def timed(label: str, fn: Callable[[], object]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/d3lm"))
     parser.add_argument("--n", type=int, default=1000)
     args = parser.parse_args()
     table = pd.read_parquet(prepare("dhs", args.cache_dir))

@@ -4,7 +4,7 @@ Rows: real chr1 validation sequences, the baselines (order-5 Markov chain fitted
 dinucleotide-shuffled validation sequences, uniform random), each ``--n`` sequences; columns:
 one per feature extractor. Trains (or reuses) the oracle first and prints its accuracy.
 
-    python bench/oracle_calibration.py --cache-dir .cache --n 2000
+    python bench/oracle_calibration.py --cache-dir .cache/d3lm --n 2000
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from d3lm.metrics.frechet import frechet_distance
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/d3lm"))
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

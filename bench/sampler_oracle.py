@@ -16,18 +16,16 @@ import time
 import torch
 
 from d3lm.sampling import Sampler
-from d3lm.sampling.oracle import MarkovChainDenoiser
-
-MASK, CLS, V, NUC = 1, 2, 7, [3, 4, 5, 6]  # <pad> <mask> <cls> A C G T
-INITIAL = torch.tensor([0.1, 0.4, 0.4, 0.1])
-TRANSITION = torch.tensor(
-    [
-        [0.70, 0.10, 0.10, 0.10],
-        [0.10, 0.10, 0.70, 0.10],
-        [0.20, 0.50, 0.10, 0.20],
-        [0.10, 0.10, 0.10, 0.70],
-    ]
+from d3lm.sampling.oracle import (
+    TOY_CLS,
+    TOY_MASK,
+    TOY_NUCLEOTIDES,
+    MarkovChainDenoiser,
+    toy_chain,
+    toy_layout,
 )
+
+MASK, CLS, NUC = TOY_MASK, TOY_CLS, TOY_NUCLEOTIDES
 #: row label -> Sampler axes (temperature 1: the exact setting)
 ROWS = {
     "random": {"order": "random"},
@@ -67,9 +65,7 @@ def main() -> None:
     torch.set_num_threads(1)
     n = args.length
     steps = args.steps or sorted({n, n // 2, n // 3, n // 4, n // 6, 1} - {0}, reverse=True)
-    oracle = MarkovChainDenoiser(INITIAL, TRANSITION, NUC, MASK, V)
-    layout = torch.zeros(1 + n, V, dtype=torch.bool)
-    layout[0, CLS], layout[1:, NUC] = True, True
+    oracle, layout = toy_chain(), toy_layout(n)
     prompt = torch.full((1, 1 + n), MASK)
     prompt[0, 0] = CLS
     # Sampling noise floor: an exact sampler (one token per step) with another seed.

@@ -57,12 +57,14 @@ def last_checkpoint(run_dir: Path) -> Path:
     return path
 
 
+def data_table(cfg: DictConfig) -> pd.DataFrame:
+    d = cfg.data
+    return load_table(d.dataset, Path(cfg.cache_dir), d.valid_fraction, d.test_fraction)
+
+
 def build_datamodule(cfg: DictConfig, tokenizer: Any) -> SequenceDataModule:
-    table = load_table(
-        cfg.data.dataset, Path(cfg.cache_dir), cfg.data.valid_fraction, cfg.data.test_fraction
-    )
     return SequenceDataModule(
-        table,
+        data_table(cfg),
         tokenizer,
         batch_size=cfg.data.batch_size,
         eval_batch_size=cfg.data.eval_batch_size,
@@ -119,6 +121,8 @@ def train(cfg: DictConfig) -> Path:
         seed=cfg.seed,
     )
     datamodule = build_datamodule(cfg, model.tokenizer)
+    if ckpt is None and cfg.model.init_output_bias:
+        model.init_output_bias(datamodule.train_ids())
     trainer = build_trainer(cfg, run_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
@@ -164,9 +168,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, samples: Path | None = None) -> pd.
     """Score a run's samples, a held-out real set and the baselines; write metrics.json and
     the run's rows in results/. Returns the tidy rows of every set."""
     e = cfg.evaluate
-    table = load_table(
-        cfg.data.dataset, Path(cfg.cache_dir), cfg.data.valid_fraction, cfg.data.test_fraction
-    )
+    table = data_table(cfg)
     reference = table.loc[table["split"] == e.split, "sequence"].tolist()
     train_seqs = table.loc[table["split"] == "train", "sequence"].tolist()
     options = EvaluateOptions(

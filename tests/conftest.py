@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 
 def markov_sequences(n: int, length: int, seed: int = 0) -> list[str]:
@@ -56,3 +57,12 @@ def dna_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "fixture.parquet"
     frame.to_parquet(path, index=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module single-threaded (tiny tensors: threads only contend), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -134,7 +134,6 @@ def test_uniform_model_elbo_is_length_times_log_vocab_minus_one() -> None:
     # Monte Carlo std is ~1.3 % here; counting the mask token (ln V) would be 6.8 % off
     assert stats["nll_nats"].item() == pytest.approx(expected, rel=0.04)
     assert loss.item() == pytest.approx(math.log(vocab - 1), rel=0.04)
-    assert stats["t_mean"].item() == pytest.approx(0.5, abs=0.01)  # stratified
     assert stats["masked_fraction"].item() == pytest.approx(0.5, abs=0.02)
 
 
@@ -154,3 +153,50 @@ def test_loss_gradient_only_through_masked_positions() -> None:
     masked = noisy_seen[0] == MASK_ID
     assert masked.any() and (~masked).any()
     assert (logits.grad[~masked] == 0).all()
+
+
+def count_objective() -> MaskedDiffusion:
+    return OBJECTIVES.build("masked_diffusion_count", schedule=Linear(), mask_id=MASK_ID)
+
+
+def test_count_estimator_masks_a_uniform_number_of_maskable_tokens() -> None:
+    obj = count_objective()
+    ids = torch.randint(5, 12, (4000, 12), generator=torch.Generator().manual_seed(0))
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    maskable[:, :2] = False
+    _, masked, weight = obj.noise(ids, maskable, torch.Generator().manual_seed(1))
+    m = masked.sum(-1)
+    assert not masked[:, :2].any()
+    assert torch.equal(torch.bincount(m, minlength=11)[1:], torch.full((10,), 400))  # stratified
+    torch.testing.assert_close(weight, 10 / m.float())
+
+
+def test_count_estimator_is_exact_for_a_uniform_model() -> None:
+    """Every term is (n/m) * m * ln(V-1): the bound has zero variance, unlike weight(t)."""
+    obj, vocab = count_objective(), 12
+    ids = torch.randint(5, vocab, (64, 20), generator=torch.Generator().manual_seed(0))
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    _, stats = obj.loss(
+        lambda x, _: torch.zeros(*x.shape, vocab), ids, maskable,
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert stats["nll_nats"].item() == pytest.approx(64 * 20 * math.log(vocab - 1), rel=1e-5)
+
+
+def test_both_estimators_have_the_same_expectation() -> None:
+    """A model whose per-position CE is fixed: both bounds estimate the sum of those CEs."""
+    vocab, length = 12, 10
+    logits = torch.randn(1, length, vocab, generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(5, vocab, (1, length), generator=torch.Generator().manual_seed(1))
+    never = torch.arange(vocab) == MASK_ID
+    exact = torch.nn.functional.cross_entropy(
+        logits[0].masked_fill(never, float("-inf")), ids[0], reduction="sum"
+    ).item()
+    batch = ids.expand(20000, -1)
+    maskable = torch.ones_like(batch, dtype=torch.bool)
+    for obj in (objective(), count_objective()):
+        _, stats = obj.loss(
+            lambda x, _: logits.expand(x.shape[0], -1, -1), batch, maskable,
+            generator=torch.Generator().manual_seed(2),
+        )
+        assert stats["nll_nats"].item() / 20000 == pytest.approx(exact, rel=0.03)

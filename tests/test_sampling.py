@@ -3,12 +3,14 @@ independence, infill, caching/NFE, presets, and the worked example of a new orde
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor, nn
 
-from d3lm.registry import SAMPLERS, UNMASK_ORDERS
-from d3lm.sampling import PRESETS, NetworkDenoiser, Sampler, StepContext, StepEvent, UnmaskOrder
+from d3lm.registry import SAMPLERS
+from d3lm.sampling import PRESETS, NetworkDenoiser, Sampler, StepEvent
 
 # A tiny tokenizer-shaped layout: <pad> <mask> <cls> <unk>, 16 "dimers", 4 single nucleotides.
 MASK, CLS, V = 1, 2, 24
@@ -44,12 +46,8 @@ def denoiser() -> NetworkDenoiser:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared 2-core box: threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny tensors: threads only contend (and batch-size equality is tested bitwise)."""
 
 
 def check_legal(out: Tensor, layout: Tensor) -> None:
@@ -241,13 +239,14 @@ def test_nt6mer_layout_gives_exactly_the_requested_length(n_bp):
 # ---- Worked example (README developer guide): a new order in one small file -----------------
 
 
-@UNMASK_ORDERS.register("center_out")
-class CenterOut(UnmaskOrder):
-    """Commit the middle of the sequence first, then grow outwards (a promoter's TSS first)."""
+def readme_order_example() -> str:
+    """The README's "Adding an unmasking order" code block, run as written (so it cannot rot)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Adding an unmasking order", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
 
-    def scores(self, ctx: StepContext) -> Tensor:
-        pos = torch.arange(ctx.ids.shape[1], dtype=torch.float64)
-        return -(pos - (ctx.ids.shape[1] - 1) / 2).abs().expand_as(ctx.confidence)
+
+exec(readme_order_example(), {})
 
 
 def test_worked_example_new_order_runs_in_the_grid(denoiser):

@@ -15,42 +15,31 @@ from scipy import stats
 from torch import Tensor
 
 from d3lm.registry import SAMPLERS
-from d3lm.sampling.oracle import MarkovChainDenoiser
-
-MASK, CLS, V = 1, 2, 7  # <pad> <mask> <cls> A C G T
-NUC = [3, 4, 5, 6]
-N_NUC, N_SAMPLES, FAMILY_ALPHA = 6, 5000, 0.01
-
-# Strong neighbour dependence (runs, CpG-like avoidance) so independent draws are detectable.
-INITIAL = torch.tensor([0.1, 0.4, 0.4, 0.1])
-TRANSITION = torch.tensor(
-    [
-        [0.70, 0.10, 0.10, 0.10],
-        [0.10, 0.10, 0.70, 0.10],
-        [0.20, 0.50, 0.10, 0.20],
-        [0.10, 0.10, 0.10, 0.70],
-    ]
+from d3lm.sampling.oracle import (
+    TOY_CLS,
+    TOY_MASK,
+    TOY_NUCLEOTIDES,
+    MarkovChainDenoiser,
+    toy_chain,
+    toy_layout,
 )
+
+MASK, CLS, NUC = TOY_MASK, TOY_CLS, TOY_NUCLEOTIDES
+N_NUC, N_SAMPLES, FAMILY_ALPHA = 6, 5000, 0.01
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny tensors: threads only contend."""
 
 
 @pytest.fixture(scope="module")
 def oracle() -> MarkovChainDenoiser:
-    return MarkovChainDenoiser(INITIAL, TRANSITION, NUC, MASK, V)
+    return toy_chain()
 
 
 def layout() -> Tensor:
-    lay = torch.zeros(1 + N_NUC, V, dtype=torch.bool)
-    lay[0, CLS] = True
-    lay[1:, NUC] = True
-    return lay
+    return toy_layout(N_NUC)
 
 
 def p_values(samples: Tensor, prompt: Tensor, oracle: MarkovChainDenoiser) -> list[float]:

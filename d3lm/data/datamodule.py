@@ -46,6 +46,11 @@ class SequenceDataModule(L.LightningDataModule):
             if split not in self._datasets:
                 self._datasets[split] = TensorDataset(self.split_ids(split))
 
+    def train_ids(self) -> torch.Tensor:
+        """The tokenised training split, (N, L)."""
+        self.setup("fit")
+        return self._datasets["train"].tensors[0]
+
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(

@@ -65,7 +65,7 @@ class BackboneConfig:
 #: Named sizes; each is registered in ``BACKBONES`` as a factory taking field overrides.
 PRESETS: dict[str, BackboneConfig] = {
     "micro": BackboneConfig(n_layers=2, hidden=64, heads=4, ffn=128, max_len=1024),
-    "tiny": BackboneConfig(n_layers=4, hidden=256, heads=8, ffn=1024, max_len=2048),
+    "tiny": BackboneConfig(n_layers=4, hidden=192, heads=6, ffn=768, max_len=2048),
     "nt-v2-50m": BackboneConfig(n_layers=12, hidden=512, heads=16, ffn=2048, max_len=2048),
     "nt-v2-100m": BackboneConfig(n_layers=22, hidden=512, heads=16, ffn=2048, max_len=2048),
 }

@@ -72,3 +72,31 @@ class MarkovChainDenoiser:
 
     def logits(self, features: Tensor) -> Tensor:
         return features
+
+
+#: A toy vocabulary (``<pad> <mask> <cls> A C G T``) for exact sampler tests and benchmarks.
+TOY_MASK, TOY_CLS, TOY_VOCAB, TOY_NUCLEOTIDES = 1, 2, 7, [3, 4, 5, 6]
+#: A chain with strong neighbour dependence (runs, CpG-like avoidance), so that a sampler that
+#: draws positions independently is detectable.
+TOY_INITIAL = torch.tensor([0.1, 0.4, 0.4, 0.1])
+TOY_TRANSITION = torch.tensor(
+    [
+        [0.70, 0.10, 0.10, 0.10],
+        [0.10, 0.10, 0.70, 0.10],
+        [0.20, 0.50, 0.10, 0.20],
+        [0.10, 0.10, 0.10, 0.70],
+    ]
+)
+
+
+def toy_chain() -> MarkovChainDenoiser:
+    """The exact denoiser of the toy chain over the toy vocabulary."""
+    return MarkovChainDenoiser(TOY_INITIAL, TOY_TRANSITION, TOY_NUCLEOTIDES, TOY_MASK, TOY_VOCAB)
+
+
+def toy_layout(n_nucleotides: int) -> Tensor:
+    """``<cls>`` then ``n_nucleotides`` positions that allow any of A, C, G, T."""
+    layout = torch.zeros(1 + n_nucleotides, TOY_VOCAB, dtype=torch.bool)
+    layout[0, TOY_CLS] = True
+    layout[1:, TOY_NUCLEOTIDES] = True
+    return layout

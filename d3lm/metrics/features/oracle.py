@@ -70,7 +70,7 @@ class OracleFeatures(FeatureExtractor):
         self,
         checkpoint: str | os.PathLike[str] | None = None,
         dataset: str = "dhs",
-        cache_dir: str | os.PathLike[str] = ".cache",
+        cache_dir: str | os.PathLike[str] = ".cache/d3lm",
         batch_size: int = 512,
         model: OracleCNN | None = None,
     ) -> None:
