@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/d3lm demo --scale tiny
+	$(VENV)/bin/d3lm demo --scale tiny experiment=demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
