@@ -71,9 +71,9 @@ def _plugin_params(names: Sequence[str], pairs: Sequence[str]) -> dict[str, dict
     """``NAME.KEY=VALUE`` pairs (values parsed as YAML) -> {name: {key: value}} for ``names``."""
     params: dict[str, dict[str, Any]] = {name: {} for name in names}
     for pair in pairs:
-        target, _, value = pair.partition("=")
+        target, equals, value = pair.partition("=")
         name, _, key = target.partition(".")
-        if name not in params or not key or not _:
+        if name not in params or not key or not equals:
             raise ValueError(f"{pair!r}: expected NAME.KEY=VALUE with NAME one of {list(params)}")
         params[name][key] = yaml.safe_load(value)
     return params
