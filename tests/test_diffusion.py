@@ -177,7 +177,9 @@ def test_count_estimator_is_exact_for_a_uniform_model() -> None:
     ids = torch.randint(5, vocab, (64, 20), generator=torch.Generator().manual_seed(0))
     maskable = torch.ones_like(ids, dtype=torch.bool)
     _, stats = obj.loss(
-        lambda x, _: torch.zeros(*x.shape, vocab), ids, maskable,
+        lambda x, _: torch.zeros(*x.shape, vocab),
+        ids,
+        maskable,
         generator=torch.Generator().manual_seed(3),
     )
     assert stats["nll_nats"].item() == pytest.approx(64 * 20 * math.log(vocab - 1), rel=1e-5)
@@ -196,7 +198,9 @@ def test_both_estimators_have_the_same_expectation() -> None:
     maskable = torch.ones_like(batch, dtype=torch.bool)
     for obj in (objective(), count_objective()):
         _, stats = obj.loss(
-            lambda x, _: logits.expand(x.shape[0], -1, -1), batch, maskable,
+            lambda x, _: logits.expand(x.shape[0], -1, -1),
+            batch,
+            maskable,
             generator=torch.Generator().manual_seed(2),
         )
         assert stats["nll_nats"].item() / 20000 == pytest.approx(exact, rel=0.03)

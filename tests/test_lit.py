@@ -12,8 +12,11 @@ from d3lm.runner import _plain
 def micro_model() -> DiffusionLM:
     cfg = load_config("micro")
     return DiffusionLM(
-        tokenizer=_plain(cfg.tokenizer), model=_plain(cfg.model), diffusion=_plain(cfg.diffusion),
-        optim=_plain(cfg.optim), max_steps=10,
+        tokenizer=_plain(cfg.tokenizer),
+        model=_plain(cfg.model),
+        diffusion=_plain(cfg.diffusion),
+        optim=_plain(cfg.optim),
+        max_steps=10,
     )
 
 
@@ -36,7 +39,8 @@ def test_bits_per_nucleotide_of_a_uniform_model_is_the_log_of_the_legal_vocabula
     is log(V - 1) nats in expectation, i.e. log2(V - 1) / k bits per nucleotide. t is fixed at
     0.5 so that the check is not at the mercy of the 1/t weight's heavy tail."""
     monkeypatch.setattr(
-        micro_model.objective, "sample_t",
+        micro_model.objective,
+        "sample_t",
         lambda batch, generator=None, device=None: torch.full((batch,), 0.5),
     )
     for module in (micro_model.head.decoder, micro_model.head.dense):

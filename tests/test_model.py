@@ -177,6 +177,30 @@ def test_causal_position_ignores_later_tokens(micro) -> None:
         )
 
 
+def test_at_computes_the_same_states_at_the_asked_positions_only(micro) -> None:
+    cfg, model = micro
+    ids = random_ids(cfg, 3, 12)
+    at = torch.rand(3, 12, generator=torch.Generator().manual_seed(4)) < 0.3
+    at[1] = False  # a row with nothing asked
+    at[2, -1] = True
+    ragged = torch.stack([torch.arange(12) < n for n in (12, 9, 12)])
+    seen: list[torch.Size] = []
+    hook = model.layers[-1].ffn.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, at=at), model(ids)[at], rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            model(ids, attention_mask=ragged, at=at),
+            model(ids, attention_mask=ragged)[at],
+            rtol=0,
+            atol=1e-5,
+        )
+        assert model(ids, at=torch.zeros_like(at)).shape == (0, cfg.hidden)
+        with pytest.raises(ValueError, match="bidirectional"):
+            model(ids, at=at, causal=True)
+    hook.remove()
+    assert seen[0] == (int(at.sum()), cfg.hidden)  # the last block ran on the asked rows only
+
+
 def test_bf16_autocast_close_to_fp32(micro) -> None:
     cfg, model = micro
     head = LMHead(cfg).eval()

@@ -219,6 +219,29 @@ def test_micro_model_end_to_end():
     assert den.nfe == 2 * 7 * 5
 
 
+@pytest.mark.parametrize("preset", ["random", "remdm"])
+def test_micro_model_sparse_encoder_draws_what_the_straightforward_loop_draws(preset):
+    """The optimised loop asks the encoder for committed positions only (its last block runs
+    there alone); the tokens match the full network + full softmax loop."""
+    import dataclasses
+
+    from d3lm.model import PRESETS as SIZES
+    from d3lm.model import LMHead, NTv2Encoder
+
+    cfg = dataclasses.replace(SIZES["micro"], vocab_size=V)
+    torch.manual_seed(1)
+    encoder = NTv2Encoder(cfg).eval()
+    den = NetworkDenoiser(encoder, LMHead(cfg).eval(), MASK, V)
+    rows: list[int] = []
+    hook = encoder.layers[-1].ffn.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
+    layout = make_layout(20)
+    fast = SAMPLERS.build(preset, {"steps": 8}).sample(den, 16, layout, seed=2)
+    hook.remove()
+    slow = SAMPLERS.build(preset, {"steps": 8, "cache": False, "sparse_head": False})
+    assert torch.equal(fast, slow.sample(den, 16, layout, seed=2))
+    assert max(rows) < 16 * layout.shape[0] / 2  # never the whole (B, L) grid
+
+
 @pytest.mark.parametrize("n_bp", [1, 13, 200])
 def test_nt6mer_layout_gives_exactly_the_requested_length(n_bp):
     import dataclasses

@@ -31,6 +31,9 @@ from torch import Tensor, nn
 
 from d3lm.registry import BACKBONES
 
+#: (rows, cols) index tensors of the positions whose outputs are wanted.
+Query = tuple[Tensor, Tensor]
+
 #: Standard deviation of the normal initialisation of linear and embedding weights (ESM / BERT).
 INIT_STD = 0.02
 
@@ -140,9 +143,14 @@ class Rotary(nn.Module):
             self._cache = cache
         return cache[2][:length], cache[3][:length]
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Rotate ``x`` of shape (..., length, head_dim) by its positions along ``length``."""
-        cos, sin = self.cos_sin(x.shape[-2], x.device, x.dtype)
+    def forward(self, x: Tensor, positions: Tensor | None = None, length: int = 0) -> Tensor:
+        """Rotate ``x`` (..., length, head_dim) by its positions along ``length``; or, given
+        ``positions`` (N,) below ``length``, rotate ``x`` (N, heads, 1, head_dim) row by row."""
+        if positions is None:
+            cos, sin = self.cos_sin(x.shape[-2], x.device, x.dtype)
+        else:
+            cos, sin = self.cos_sin(length, x.device, x.dtype)
+            cos, sin = cos[positions, None, None], sin[positions, None, None]
         return x * cos + rotate_half(x) * sin
 
 
@@ -165,14 +173,26 @@ class SelfAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.heads, -1).transpose(1, 2)  # (B, heads, L, head_dim)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None, causal: bool) -> Tensor:
-        q = self.rotary(self._split(self.query(x)))
+    def forward(
+        self, x: Tensor, attn_mask: Tensor | None, causal: bool, at: Query | None = None
+    ) -> Tensor:
+        """(B, L, hidden) -> (B, L, hidden); with ``at`` = (rows, cols), queries only there:
+        -> (N, hidden), each attending over all keys of its row."""
         k = self.rotary(self._split(self.key(x)))
         v = self._split(self.value(x))
+        if at is None:
+            q = self.rotary(self._split(self.query(x)))
+        else:
+            rows, cols = at
+            q = self.query(x[rows, cols]).view(len(rows), self.heads, 1, k.shape[-1])
+            q = self.rotary(q, cols, x.shape[1])
+            k, v = k[rows], v[rows]
+            attn_mask = None if attn_mask is None else attn_mask[rows]
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None
         )
-        return self.output(out.transpose(1, 2).flatten(2))
+        out = self.output(out.transpose(1, 2).flatten(2))
+        return out if at is None else out.squeeze(1)
 
 
 class SwiGLU(nn.Module):
@@ -198,8 +218,12 @@ class Block(nn.Module):
         self.ffn_norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.ffn = SwiGLU(cfg)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None, causal: bool) -> Tensor:
-        x = x + self.attention(self.attention_norm(x), attn_mask, causal)
+    def forward(
+        self, x: Tensor, attn_mask: Tensor | None, causal: bool, at: Query | None = None
+    ) -> Tensor:
+        """(B, L, hidden) -> (B, L, hidden), or (N, hidden) at the ``at`` positions only."""
+        h = self.attention(self.attention_norm(x), attn_mask, causal, at)
+        x = x + h if at is None else x[at] + h
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -226,13 +250,19 @@ class NTv2Encoder(nn.Module):
         self.apply(init_weights)
 
     def forward(
-        self, ids: Tensor, attention_mask: Tensor | None = None, causal: bool = False
+        self,
+        ids: Tensor,
+        attention_mask: Tensor | None = None,
+        causal: bool = False,
+        at: Tensor | None = None,
     ) -> Tensor:
         """Hidden states (B, L, hidden) for token ids (B, L).
 
         ``attention_mask`` marks real tokens (True); pads are excluded as keys, and outputs at pad
         positions are meaningless. ``causal`` lets position i see only positions <= i (for the
-        autoregressive baseline).
+        autoregressive baseline). ``at`` (B, L) bool asks for the states at those positions
+        only, as (N, hidden) in row-major order: the last block then computes queries, FFN and
+        norm only there (a sampler that knows which positions it will commit saves ~1/n_layers).
         """
         length = ids.shape[1]
         if length > self.cfg.max_len:
@@ -246,10 +276,13 @@ class NTv2Encoder(nn.Module):
             if causal:
                 tril = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
                 attn_mask = attn_mask & tril
+        if at is not None and causal:
+            raise ValueError("`at` needs bidirectional attention: every row's keys at every step")
         x = self.embeddings(ids)
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             x = layer(x, attn_mask, causal)
-        return self.final_norm(x)
+        query = None if at is None else at.nonzero(as_tuple=True)
+        return self.final_norm(self.layers[-1](x, attn_mask, causal, query))
 
 
 def count_parameters(cfg: BackboneConfig, include_head: bool = True) -> int:

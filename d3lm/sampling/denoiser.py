@@ -7,6 +7,7 @@ positions it is about to commit; samplers never import a model class (DESIGN.md,
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -16,20 +17,25 @@ from torch import Tensor
 
 @runtime_checkable
 class Denoiser(Protocol):
-    """``features(ids)`` (B, L) -> (B, L, H); ``logits(features)`` (..., H) -> (..., V) with the
-    mask token's logit at -inf (SUBS: the mask can never be predicted)."""
+    """``features(ids)`` (B, L) -> (B, L, H); ``features(ids, at)`` with ``at`` (B, L) bool ->
+    (N, H), the features at those positions in row-major order; ``logits(features)``
+    (..., H) -> (..., V) with the mask token's logit at -inf (SUBS: the mask can never be
+    predicted)."""
 
     mask_id: int
     vocab_size: int
     time_conditioned: bool
 
-    def features(self, ids: Tensor) -> Tensor: ...
+    def features(self, ids: Tensor, at: Tensor | None = None) -> Tensor: ...
 
     def logits(self, features: Tensor) -> Tensor: ...
 
 
 class NetworkDenoiser:
     """Adapts an encoder ``(ids) -> hidden`` and an LM head ``(hidden) -> logits``.
+
+    An encoder whose signature has an ``at`` keyword (``NTv2Encoder``) computes only the asked
+    positions in its last block; any other is run in full and indexed.
 
     Runs without gradients; ``autocast`` (e.g. ``torch.bfloat16``) runs the encoder under
     autocast on the ids' device, while logits always come back in float32. ``nfe`` counts the
@@ -50,6 +56,11 @@ class NetworkDenoiser:
         self.mask_id, self.vocab_size = mask_id, vocab_size
         self.autocast = autocast
         self.nfe = 0
+        try:
+            call = encoder.forward if isinstance(encoder, torch.nn.Module) else encoder
+            self._sparse = "at" in inspect.signature(call).parameters
+        except (TypeError, ValueError):  # builtins and C extensions without a signature
+            self._sparse = False
 
     def _context(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
         if self.autocast is None:
@@ -57,10 +68,12 @@ class NetworkDenoiser:
         return torch.autocast(device.type, dtype=self.autocast)
 
     @torch.no_grad()
-    def features(self, ids: Tensor) -> Tensor:
+    def features(self, ids: Tensor, at: Tensor | None = None) -> Tensor:
         self.nfe += ids.shape[0]
         with self._context(ids.device):
-            return self.encoder(ids)
+            if at is None:
+                return self.encoder(ids)
+            return self.encoder(ids, at=at) if self._sparse else self.encoder(ids)[at]
 
     @torch.no_grad()
     def logits(self, features: Tensor) -> Tensor:

@@ -284,9 +284,8 @@ class Sampler:
         tokens = torch.zeros_like(ctx.ids)
         p_tok = torch.zeros_like(ctx.confidence)
         if commit.any() or not self.cache:
-            feats = state.get(ctx.ids, commit.any(1))
             r, c = commit.nonzero(as_tuple=True)
-            probs = self._probs(state.den.logits(feats[r, c]), layout[c])
+            probs = self._probs(state.den.logits(state.at(ctx.ids, commit)), layout[c])
             tok = _inverse_cdf(probs, ctx.stream(rng.TOKEN)[r, c])
             tokens[r, c] = tok
             p_tok[r, c] = probs.gather(-1, tok[:, None]).squeeze(-1)
@@ -318,6 +317,15 @@ class _Features:
             self.nfe += need.long()
         assert self.feats is not None
         return self.feats
+
+    def at(self, ids: Tensor, where: Tensor) -> Tensor:
+        """Features (N, H) at ``where`` (B, L) only, from rows with something there (every row
+        without the cache). Never cached: each of those rows commits right after, so its
+        features would be stale by the next call."""
+        need = where.any(1).cpu() if self.cache else torch.ones(len(ids), dtype=torch.bool)
+        self.nfe += need.long()
+        rows = need.to(ids.device)
+        return self.den.features(ids[rows], at=where[rows])
 
     def touched(self, rows: Tensor) -> None:
         self.fresh &= ~rows.cpu()

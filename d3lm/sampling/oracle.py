@@ -61,14 +61,14 @@ class MarkovChainDenoiser:
         xi = fwd[:, :-1, :, None] * self.transition * (ev * bwd)[:, 1:, None, :]
         return xi / xi.sum((-2, -1), keepdim=True)
 
-    def features(self, ids: Tensor) -> Tensor:
+    def features(self, ids: Tensor, at: Tensor | None = None) -> Tensor:
         out = torch.full(
             (*ids.shape, self.vocab_size), float("-inf"), dtype=torch.float64, device=ids.device
         )
         head = ids[:, : self.start]
         out[:, : self.start].scatter_(-1, head[..., None], 0.0)
         out[:, self.start :, self.nuc.to(ids.device)] = self.marginals(ids).log()
-        return out
+        return out if at is None else out[at]
 
     def logits(self, features: Tensor) -> Tensor:
         return features
