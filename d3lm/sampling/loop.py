@@ -79,8 +79,9 @@ class Sampler:
     positions to commit, the order says which, and those get tokens drawn (float64) from the
     denoiser's processed distribution. ``block_length`` splits positions into semi-AR blocks that
     share the steps. ``cache`` skips the network for sequences unchanged since their last call;
-    ``sparse_head`` runs head, softmax and draws only at positions chosen before the call (orders
-    and counts that do not read logits). Both off = the straightforward loop (benchmarks).
+    ``sparse_head`` runs the network's last block, head, softmax and draws only at positions
+    chosen before the call (orders and counts that do not read logits). Both off = the
+    straightforward loop (benchmarks).
     """
 
     def __init__(
