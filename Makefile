@@ -7,7 +7,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+# Ablations: SCALE picks experiments/scales/<SCALE>.yaml, SEEDS=N overrides the grids' 3 seeds,
+# SEI_WEIGHTS=FILE adds SFID (fd_sei) to every point. Each target trains what is missing, samples,
+# evaluates, writes results/ablation-<grid>-<SCALE>.csv and rebuilds reports/<SCALE>/<grid>.*.
+SCALE ?= tiny
+SEEDS ?=
+SEI_WEIGHTS ?=
+ABLATE = $(VENV)/bin/d3lm ablation --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) \
+	$(if $(SEI_WEIGHTS),--sei-weights $(SEI_WEIGHTS))
+NOTEBOOK = SCALE=$(SCALE) $(PY) analysis/$(1).py
+GRIDS := tokenization schedule sampling steps temperature
+ABLATIONS := $(GRIDS:%=ablation-%)
+
+.PHONY: venv demo test lint bench clean tables figures table-main $(ABLATIONS)
 
 venv: $(STAMP)
 
@@ -15,7 +27,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,analysis]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -33,6 +45,24 @@ bench: $(STAMP)
 	$(PY) bench/bench_sampling.py --random-init --n 200 --presets random --steps 50
 	$(PY) bench/sampler_oracle.py
 	$(PY) bench/bench_metrics.py
+
+$(ABLATIONS): ablation-%: $(STAMP)
+	$(ABLATE) $*
+	$(call NOTEBOOK,$*)
+
+table-main: $(STAMP)
+	$(ABLATE) main
+	$(call NOTEBOOK,main)
+
+tables: $(ABLATIONS) table-main
+
+# Re-runs every analysis notebook whose results exist (they read results/ only).
+figures: $(STAMP)
+	@for nb in $(GRIDS) main; do \
+	  csv=$${D3LM_RESULTS:-results}/ablation-$$nb-$(SCALE).csv; \
+	  if [ -f $$csv ]; then echo "analysis/$$nb.py"; $(call NOTEBOOK,$$nb) > /dev/null || exit 1; \
+	  else echo "skip analysis/$$nb.py: no $$csv yet"; fi; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ straightforward one (network and full softmax at every position, every step), in
 from __future__ import annotations
 
 import argparse
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,16 @@ def textbook_random(
             ids.scatter_(1, pos, x0.gather(1, pos))
 
 
+def cpu_name() -> str:
+    """The CPU model (``lscpu``'s "Model name"), so a timing says which machine gave it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or "unknown CPU"
+
+
 def table(rows: pd.DataFrame) -> str:
     """Markdown: one line per preset and T, both loops side by side, and their ratio."""
     wide = rows.pivot_table(index=["preset", "T"], columns="mode", values=["seq_s", "nfe"])
@@ -125,7 +136,7 @@ def main() -> None:
     sizes["textbook"] = sizes["straightforward"]
     print(
         f"{sizes} x {args.bp} bp ({layout.shape[0]} tokens), batch {args.batch_size}, "
-        f"{args.device}, threads {torch.get_num_threads()}",
+        f"{args.device}, threads {torch.get_num_threads()}, {cpu_name()}",
         flush=True,
     )
     SAMPLERS.build("random", {"steps": 2}).sample(den, 2, layout, seed=0)  # warm-up

@@ -112,6 +112,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(runner.demo(_config(args)))
 
 
+def cmd_ablation(args: argparse.Namespace) -> None:
+    from d3lm.ablation import Plan, load_grid, run_grid
+
+    plan = Plan(load_grid(args.grid, args.seeds), args.scale, args.overrides, args.sei_weights)
+    run_grid(plan, dry_run=args.dry_run)
+
+
 def _with_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", help="experiments/scales/<SCALE>.yaml on top of base.yaml")
     parser.add_argument(
@@ -177,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(OracleConfig):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     p.set_defaults(func=cmd_oracle_train)
+
+    p = sub.add_parser("ablation", help="run an ablation grid: train, sample, evaluate, tidy rows")
+    p.add_argument("grid", help="grid name (experiments/ablations/<grid>.yaml) or a YAML file")
+    p.add_argument("--scale", help="experiments/scales/<SCALE>.yaml on top of base.yaml")
+    p.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the grid's")
+    p.add_argument("--sei-weights", help="a Sei checkpoint: adds SFID (fd_sei) to every point")
+    p.add_argument("--dry-run", action="store_true", help="print the points, done or missing")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="for every point")
+    p.set_defaults(func=cmd_ablation)
 
     p = sub.add_parser("demo", help="train, sample and evaluate one run; print the metric table")
     _with_config_args(p)

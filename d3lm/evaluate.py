@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from tqdm import tqdm
 
 import d3lm.baselines  # noqa: F401  (registers the baseline generators)
 from d3lm.data.fasta import read_fasta
@@ -51,7 +53,9 @@ class Evaluator:
     ``gc_ratio_gc_at``, ``gc_ratio_g_c``, ``cpg_oe``; ``js_k1..js_k6`` (k-mer spectrum JS vs the
     reference); ``fraction_unique``, ``mean_hamming``, ``mean_edit``; ``nearest_mean``,
     ``nearest_median``, ``fraction_copies`` (vs ``train``, when given); ``motif_corr``,
-    ``motif_js`` (when a motif scanner is given).
+    ``motif_js`` (when a motif scanner is given). ``progress`` shows a per-batch bar while
+    features are extracted (batches of the extractor's own ``batch_size``, so the features are
+    the same as in one call).
     """
 
     def __init__(
@@ -62,17 +66,30 @@ class Evaluator:
         motifs: MotifScanner | None = None,
         ks: Sequence[int] = (1, 2, 3, 4, 5, 6),
         seed: int = 0,
+        progress: bool = False,
     ) -> None:
         self.extractors, self.train, self.motifs, self.seed = extractors, train, motifs, seed
-        self.features = {name: ex(reference) for name, ex in extractors.items()}
+        self.progress = progress
+        self.features = {name: self.extract(name, reference) for name in extractors}
         codes = encode_concatenated(reference)
         self.spectra = {k: kmer_counts_codes(codes, k) for k in ks}
         self.motif_rates = motifs.rates(reference) if motifs is not None else None
 
+    def extract(self, name: str, seqs: Sequence[str]) -> torch.Tensor:
+        """Features of ``seqs`` from extractor ``name``, batch by batch behind a bar."""
+        extractor = self.extractors[name]
+        size = getattr(extractor, "batch_size", None) or max(len(seqs), 1)
+        starts = range(0, len(seqs), size)
+        bar = tqdm(
+            starts, f"{name} features", unit="batch", leave=False, disable=_quiet(self.progress)
+        )
+        chunks = [extractor(seqs[i : i + size]) for i in bar]
+        return torch.cat(chunks) if chunks else extractor(seqs)
+
     def score(self, seqs: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}
-        for name, extractor in self.extractors.items():
-            out[f"fd_{name}"] = frechet_distance(extractor(seqs), self.features[name])
+        for name in self.extractors:
+            out[f"fd_{name}"] = frechet_distance(self.extract(name, seqs), self.features[name])
         out.update(composition(seqs))
         codes = encode_concatenated(seqs)
         for k, ref in self.spectra.items():
@@ -141,6 +158,12 @@ class EvaluateOptions:
     train_split: str = "train"
     motifs: bool = True
     seed: int = 0
+    progress: bool = True  #: bars on stderr (only when it is a terminal)
+
+
+def _quiet(progress: bool) -> bool | None:
+    """tqdm's ``disable``: off when asked, else None = off unless stderr is a terminal."""
+    return None if progress else True
 
 
 def evaluate_samples(
@@ -155,13 +178,38 @@ def evaluate_samples(
     """Tidy rows for the samples, the real-vs-real row and every baseline row."""
     if not samples:
         raise ValueError("no samples to evaluate")
-    ref_half, real = split_reference(reference, len(samples), options.seed)
-    evaluator = Evaluator(ref_half, extractors, train, motifs, seed=options.seed)
     length = int(pd.Series([len(s) for s in samples]).mode().iloc[0])
+    ref_lengths = {len(s) for s in reference}
+    if len(ref_lengths) == 1 and length not in ref_lengths:
+        raise ValueError(
+            f"the samples are {length} bp but every reference sequence is "
+            f"{ref_lengths.pop()} bp; oracle (max-pooled) and Sei (fixed window) features only "
+            f"compare sets of one length: evaluate against a {length}-bp reference "
+            "(recipes: promoters 2,048 bp, dhs 200 bp)"
+        )
+    ref_half, real = split_reference(reference, len(samples), options.seed)
+    stages = tqdm(
+        total=3 + len(options.baselines),  # reference features, then one per scored set
+        desc="evaluate",
+        unit="stage",
+        disable=_quiet(options.progress),
+    )
+    stages.set_postfix_str("reference")
+    evaluator = Evaluator(
+        ref_half, extractors, train, motifs, seed=options.seed, progress=options.progress
+    )
+    stages.update()
     pools = {"train": train or real, "real": real}
     sets = {run: list(samples), "real": real}
+    stages.set_postfix_str("baselines")
     sets |= baseline_sets(options.baselines, pools, len(samples), length, options.seed)
-    return tidy({name: evaluator.score(seqs) for name, seqs in sets.items()})
+    scores = {}
+    for name, seqs in sets.items():
+        stages.set_postfix_str(name)
+        scores[name] = evaluator.score(seqs)
+        stages.update()
+    stages.close()
+    return tidy(scores)
 
 
 def write_metrics(rows: pd.DataFrame, path: str | os.PathLike[str]) -> None:

@@ -7,6 +7,7 @@ A run lives in ``runs/<experiment>/<run>/``: ``config.yaml`` (resolved), ``check
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -29,8 +30,8 @@ from d3lm.evaluate import EvaluateOptions, build_extractors, evaluate_samples, w
 from d3lm.io import atomic_path, write_text
 from d3lm.lit.diffusion_lm import DiffusionLM
 from d3lm.metrics.motifs import MotifScanner
-from d3lm.registry import SAMPLERS
-from d3lm.sampling.denoiser import NetworkDenoiser
+from d3lm.registry import SAMPLERS, TOKENIZERS
+from d3lm.sampling.causal import network_denoiser
 
 GENERATED = "generated"
 
@@ -43,6 +44,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+class CPUTime(L.Callback):
+    """Logs ``time/cpu_s``: this process's CPU seconds spent in training so far, carried across
+    resumes, so learning curves can be drawn against compute on a shared or throttled machine."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self.start = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.process_time()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
+    ) -> None:
+        pl_module.log("time/cpu_s", self.spent + time.process_time() - self.start)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.spent += time.process_time() - self.start
+
+    def state_dict(self) -> dict[str, float]:
+        return {"spent": self.spent + time.process_time() - self.start}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.spent = state_dict["spent"]
 
 
 def new_run_dir(cfg: DictConfig) -> Path:
@@ -62,9 +89,11 @@ def data_table(cfg: DictConfig) -> pd.DataFrame:
     return load_table(d.dataset, Path(cfg.cache_dir), d.valid_fraction, d.test_fraction)
 
 
-def build_datamodule(cfg: DictConfig, tokenizer: Any) -> SequenceDataModule:
+def build_datamodule(
+    cfg: DictConfig, tokenizer: Any, table: pd.DataFrame | None = None
+) -> SequenceDataModule:
     return SequenceDataModule(
-        data_table(cfg),
+        data_table(cfg) if table is None else table,
         tokenizer,
         batch_size=cfg.data.batch_size,
         eval_batch_size=cfg.data.eval_batch_size,
@@ -99,6 +128,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
                 save_last=True,
             ),
             LearningRateMonitor(logging_interval="step"),
+            CPUTime(),
         ],
         plugins=[AtomicCheckpointIO()],
     )
@@ -112,21 +142,47 @@ def train(cfg: DictConfig) -> Path:
         raise FileExistsError(f"{run_dir} holds a run already; resume it with resume={run_dir}")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    table = data_table(cfg)
     model = DiffusionLM(
-        tokenizer=_plain(cfg.tokenizer),
+        tokenizer=fitted_tokenizer(cfg, table, ckpt),
         model=_plain(cfg.model),
         diffusion=_plain(cfg.diffusion),
         optim=_plain(cfg.optim),
         max_steps=cfg.trainer.max_steps,
         seed=cfg.seed,
     )
-    datamodule = build_datamodule(cfg, model.tokenizer)
+    datamodule = build_datamodule(cfg, model.tokenizer, table)
     if ckpt is None and cfg.model.init_output_bias:
         model.init_output_bias(datamodule.train_ids())
     trainer = build_trainer(cfg, run_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     return run_dir
+
+
+def fitted_tokenizer(cfg: DictConfig, table: pd.DataFrame, ckpt: Path | None) -> dict[str, Any]:
+    """The tokenizer section the model is built with (and saves in its hyperparameters).
+
+    A new run lets the plugin learn from the training split (``Tokenizer.fit``; fixed tokenisers
+    learn nothing), cached under ``cache_dir/tokenizers`` by a hash of the plugin, its params
+    and the split, so an ablation grid fits once; a resumed run keeps its checkpoint's, the ids
+    its weights were trained on.
+    """
+    if ckpt is not None:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        return saved["hyper_parameters"]["tokenizer"]
+    spec = _plain(cfg.tokenizer)
+    params = spec.get("params") or {}
+    train = table.loc[table["split"] == "train", "sequence"].tolist()
+    digest = hashlib.sha256(json.dumps([spec["name"], params], sort_keys=True).encode())
+    digest.update("\n".join(train).encode())
+    cached = Path(cfg.cache_dir) / "tokenizers" / f"{spec['name']}-{digest.hexdigest()[:16]}.json"
+    if cached.exists():
+        return {**spec, "params": json.loads(cached.read_text(encoding="utf-8"))}
+    fitted = TOKENIZERS.get(spec["name"]).fit(train, params)
+    if fitted != params:
+        write_text(cached, json.dumps(fitted))
+    return {**spec, "params": fitted}
 
 
 def load_model(run_dir: Path, checkpoint: Path | None = None) -> DiffusionLM:
@@ -145,8 +201,18 @@ def sample(
     s = cfg.sample
     sampler = SAMPLERS.build(s.sampler.name, _plain(s.sampler.params))
     autocast = getattr(torch, s.autocast) if s.autocast else None
-    denoiser = NetworkDenoiser(model.encoder, model.head, tok.mask_id, tok.vocab_size, autocast)
-    ids = sampler.sample(denoiser, s.n, tok.layout(s.bp), seed=s.seed, batch_size=s.batch_size)
+    # A causal (AR) run reads its logits shifted, under causal attention: the objective says so.
+    denoiser = network_denoiser(
+        model.encoder, model.head, model.objective, tok.mask_id, tok.vocab_size, autocast
+    )
+    ids = sampler.sample(
+        denoiser,
+        s.n,
+        tok.layout(s.bp),
+        seed=s.seed,
+        batch_size=s.batch_size,
+        progress=s.progress,
+    )
     sequences = [tok.decode(row) for row in ids]
     wrong = [i for i, seq in enumerate(sequences) if len(seq) != s.bp]
     if wrong:
@@ -172,11 +238,12 @@ def evaluate(cfg: DictConfig, run_dir: Path, samples: Path | None = None) -> pd.
     reference = table.loc[table["split"] == e.split, "sequence"].tolist()
     train_seqs = table.loc[table["split"] == "train", "sequence"].tolist()
     options = EvaluateOptions(
-        features={name: {} for name in e.features},
-        baselines={name: {} for name in e.baselines},
+        features={name: dict(e.params.get(name, {})) for name in e.features},
+        baselines={name: dict(e.params.get(name, {})) for name in e.baselines},
         split=e.split,
         motifs=e.motifs,
         seed=cfg.seed,
+        progress=e.progress,
     )
     rows = evaluate_samples(
         read_samples(samples or Path(run_dir) / "samples.fasta"),

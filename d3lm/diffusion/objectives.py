@@ -14,6 +14,24 @@ from d3lm.registry import OBJECTIVES
 #: ``logits = model(ids, attention_mask)`` with logits of shape (B, L, vocab).
 Denoiser = Callable[[Tensor, Tensor | None], Tensor]
 
+# Every objective declares how the network is run and read, so that the LightningModule and the
+# sampler's denoiser follow the objective without knowing its name:
+#   ``causal``: attention lets position i see positions <= i only;
+#   ``shift``: the logits at position i score the token at position i + shift.
+
+
+def token_ce(logits: Tensor, ids: Tensor, scored: Tensor, never_id: int) -> Tensor:
+    """Sum of CE (nats) of ``ids`` under ``logits`` over the ``scored`` positions, (B,).
+
+    Token ``never_id`` (the mask) is never a prediction: its logit is -inf, as in sampling.
+    """
+    never = torch.arange(logits.shape[-1], device=logits.device) == never_id
+    logits = logits.float().masked_fill(never, float("-inf"))
+    ce = F.cross_entropy(logits.flatten(0, -2), ids.flatten(), reduction="none")
+    # where (not a product) so unscored positions get exactly zero loss and zero gradient, and
+    # no host sync is needed, unlike boolean indexing.
+    return torch.where(scored, ce.view_as(ids), 0.0).sum(dim=-1)
+
 
 @OBJECTIVES.register("masked_diffusion")
 class MaskedDiffusion:
@@ -23,6 +41,9 @@ class MaskedDiffusion:
     tokens carry over, so only masked positions contribute. The per-sequence estimate
     ``weight(t) * sum_masked CE`` is an unbiased (up to t >= t_eps) bound on -log p(x) in nats.
     """
+
+    causal = False
+    shift = 0
 
     def __init__(
         self, schedule: NoiseSchedule, mask_id: int, t_eps: float = 1e-3, antithetic: bool = True
@@ -82,12 +103,7 @@ class MaskedDiffusion:
 
     def masked_ce(self, logits: Tensor, ids: Tensor, masked: Tensor) -> Tensor:
         """Sum of CE (nats) over the masked positions of each sequence, (B,)."""
-        never = torch.arange(logits.shape[-1], device=logits.device) == self.mask_id
-        logits = logits.float().masked_fill(never, float("-inf"))
-        ce = F.cross_entropy(logits.flatten(0, -2), ids.flatten(), reduction="none")
-        # where (not a product) so clean positions get exactly zero loss and zero gradient, and
-        # no host sync is needed, unlike boolean indexing.
-        return torch.where(masked, ce.view_as(ids), 0.0).sum(dim=-1)
+        return token_ce(logits, ids, masked, self.mask_id)
 
     def loss(
         self,
@@ -140,3 +156,43 @@ class MaskedDiffusionByCount(MaskedDiffusion):
         masked = (rank < m.unsqueeze(-1)) & maskable
         weight = n / m.clamp_min(1)
         return ids.masked_fill(masked, self.mask_id), masked, weight.float()
+
+
+@OBJECTIVES.register("autoregressive")
+class Autoregressive:
+    """Causal next-token cross-entropy on the same backbone and token ids (the AR baseline).
+
+    ``<cls>`` is the beginning-of-sequence context; every other real token is predicted from the
+    tokens before it (the hidden state at i - 1, causal attention), pads are ignored and the mask
+    token is never predicted. ``stats["nll_nats"]`` is the *exact* -log p(x) = -sum_i
+    log p(x_i | x_<i), so ``val/bpn`` compares directly with the diffusion objectives', which is
+    an upper bound (ELBO) on the diffusion model's NLL: an AR number below a diffusion number
+    may partly be the bound's gap. ``schedule`` is not used: nothing is noised.
+    """
+
+    causal = True
+    shift = 1
+
+    def __init__(self, mask_id: int, schedule: NoiseSchedule | None = None) -> None:
+        self.mask_id = mask_id
+
+    def loss(
+        self,
+        model: Denoiser,
+        ids: Tensor,
+        maskable: Tensor,
+        attention_mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Mean next-token CE over the predicted tokens of the batch, and stats.
+
+        ``maskable`` marks the tokens to predict (not ``<cls>``, not pads); ``model`` must run
+        with causal attention (``causal``). ``generator`` is unused: the loss is deterministic.
+        """
+        scored = maskable if attention_mask is None else maskable & attention_mask
+        scored = scored[:, self.shift :]
+        logits = model(ids, attention_mask)[:, : ids.shape[1] - self.shift]
+        per_seq = token_ce(logits, ids[:, self.shift :], scored, self.mask_id)
+        n_scored = scored.sum()
+        loss = per_seq.sum() / n_scored.clamp_min(1)
+        return loss, {"nll_nats": per_seq.detach().sum(), "n_maskable": n_scored}

@@ -43,8 +43,8 @@ class DiffusionLM(L.LightningModule):
         self.tokenizer: Tokenizer = TOKENIZERS.build(tokenizer["name"], tokenizer.get("params"))
         config = BACKBONES.build(model["preset"], model.get("params"))
         self.backbone_config = dataclasses.replace(config, vocab_size=self.tokenizer.vocab_size)
-        self.encoder = NTv2Encoder(self.backbone_config)
-        self.head = LMHead(self.backbone_config)
+        self.encoder = NTv2Encoder(self.backbone_config, self.tokenizer.nucleotide_codes())
+        self.head = LMHead(self.backbone_config, self.encoder.embeddings)
         schedule = diffusion["schedule"]
         self.schedule = SCHEDULES.build(schedule["name"], schedule.get("params"))
         objective = diffusion["objective"]
@@ -78,12 +78,15 @@ class DiffusionLM(L.LightningModule):
     def forward(
         self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.head(self.encoder(ids, attention_mask))
+        # The objective says how the network runs (causal for the AR baseline), so training,
+        # validation and anything else calling the model agree with it.
+        return self.head(self.encoder(ids, attention_mask, causal=self.objective.causal))
 
     def _loss(
         self, ids: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (loss, bits per nucleotide of the ELBO, nucleotides in the batch)."""
+        """Return (loss, bits per nucleotide of the objective's NLL (the diffusion ELBO, or the
+        exact AR NLL), nucleotides in the batch)."""
         attention_mask = ids != self.tokenizer.pad_id
         loss, stats = self.objective.loss(
             self, ids, ~self.special[ids], attention_mask=attention_mask, generator=generator

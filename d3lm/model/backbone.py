@@ -50,6 +50,14 @@ class BackboneConfig:
     max_len: int
     layer_norm_eps: float = 1e-12
     rotary_base: float = 10000.0
+    #: Not in NT v2 (whose checkpoint is untied and has no nucleotide table); both default off.
+    #: ``tie_embeddings``: the LM head's decoder is the input embedding table, so copying a token
+    #: seen in context needs no separate output row per token.
+    tie_embeddings: bool = False
+    #: ``nucleotide_embeddings``: a token's embedding adds one learned vector per (offset in the
+    #: token, nucleotide), so k-mers sharing bases share statistics instead of each of 4,096
+    #: 6-mers being learned from its own occurrences alone.
+    nucleotide_embeddings: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layers", "hidden", "heads", "ffn", "max_len"):
@@ -105,6 +113,8 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, std=INIT_STD)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        nn.init.zeros_(module.weight[module.padding_idx])
     if isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
@@ -228,23 +238,49 @@ class Block(nn.Module):
 
 
 class Embeddings(nn.Module):
-    """Token embeddings only: positions enter through rotary attention."""
+    """Token embeddings (positions enter through rotary attention), optionally plus the sum of
+    per-(offset, nucleotide) vectors of the bases each token spells (``nucleotide_embeddings``).
 
-    def __init__(self, cfg: BackboneConfig) -> None:
+    ``nucleotide_codes`` (vocab, width) is the tokenizer's ``nucleotide_codes()`` table.
+    """
+
+    def __init__(self, cfg: BackboneConfig, nucleotide_codes: Tensor | None = None) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden)
+        self.nucleotide_embeddings: nn.Embedding | None = None
+        if cfg.nucleotide_embeddings:
+            if nucleotide_codes is None or nucleotide_codes.shape[0] != cfg.vocab_size:
+                raise ValueError(
+                    "nucleotide_embeddings needs the tokenizer's nucleotide_codes() table with "
+                    f"one row per token ({cfg.vocab_size})"
+                )
+            width = nucleotide_codes.shape[1]
+            empty = 5 * width  # one zero row for "no base here"
+            offsets = 5 * torch.arange(width)
+            index = torch.where(nucleotide_codes >= 0, nucleotide_codes + offsets, empty)
+            self.register_buffer("nucleotide_index", index, persistent=False)
+            self.nucleotide_embeddings = nn.Embedding(empty + 1, cfg.hidden, padding_idx=empty)
+
+    def weight(self) -> Tensor:
+        """The (vocab, hidden) table a token id looks up (and a tied decoder multiplies)."""
+        table = self.word_embeddings.weight
+        if self.nucleotide_embeddings is not None:
+            table = table + self.nucleotide_embeddings(self.nucleotide_index).sum(dim=1)
+        return table
 
     def forward(self, ids: Tensor) -> Tensor:
-        return self.word_embeddings(ids)
+        if self.nucleotide_embeddings is None:
+            return self.word_embeddings(ids)
+        return F.embedding(ids, self.weight())
 
 
 class NTv2Encoder(nn.Module):
     """The NT v2 network: embeddings -> pre-LN blocks -> final LayerNorm. No dropout."""
 
-    def __init__(self, cfg: BackboneConfig) -> None:
+    def __init__(self, cfg: BackboneConfig, nucleotide_codes: Tensor | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embeddings = Embeddings(cfg)
+        self.embeddings = Embeddings(cfg, nucleotide_codes)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.apply(init_weights)
@@ -295,7 +331,13 @@ def count_parameters(cfg: BackboneConfig, include_head: bool = True) -> int:
     from d3lm.model.heads import LMHead  # deferred: heads imports this module
 
     with torch.device("meta"):
-        modules: list[nn.Module] = [NTv2Encoder(cfg)]
+        encoder = NTv2Encoder(cfg, _placeholder_codes(cfg))
+        modules: list[nn.Module] = [encoder]
         if include_head:
-            modules.append(LMHead(cfg))
+            modules.append(LMHead(cfg, encoder.embeddings))
     return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def _placeholder_codes(cfg: BackboneConfig) -> Tensor | None:
+    """A 6-wide code table for counting parameters of a ``nucleotide_embeddings`` model."""
+    return torch.zeros(cfg.vocab_size, 6, dtype=torch.long) if cfg.nucleotide_embeddings else None

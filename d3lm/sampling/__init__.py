@@ -4,16 +4,19 @@ registered axes (orders, counts, remaskers); presets are named axis settings.
 Importing this package registers every plugin in ``d3lm.registry``.
 """
 
-from d3lm.sampling import counts, orders, planning, presets, remdm
+from d3lm.sampling import causal, counts, orders, planning, presets, remdm
 from d3lm.sampling.base import CommitCount, Remasker, StepContext, UnmaskOrder
+from d3lm.sampling.causal import CausalDenoiser, LeftToRightSampler, network_denoiser
 from d3lm.sampling.denoiser import Denoiser, NetworkDenoiser
 from d3lm.sampling.loop import RunStats, Sampler, StepEvent
 from d3lm.sampling.presets import PRESETS
 
 __all__ = [
     "PRESETS",
+    "CausalDenoiser",
     "CommitCount",
     "Denoiser",
+    "LeftToRightSampler",
     "NetworkDenoiser",
     "Remasker",
     "RunStats",
@@ -21,7 +24,9 @@ __all__ = [
     "StepContext",
     "StepEvent",
     "UnmaskOrder",
+    "causal",
     "counts",
+    "network_denoiser",
     "orders",
     "planning",
     "presets",

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from d3lm.registry import COMMIT_COUNTS, REMASKERS, SCHEDULES, UNMASK_ORDERS
 from d3lm.sampling import rng
@@ -127,12 +128,20 @@ class Sampler:
         seed: int,
         batch_size: int = 64,
         hook: Hook | None = None,
+        progress: bool = False,
     ) -> Tensor:
         """``n`` sequences (n, L) legal under ``layout`` (L, V)."""
         ids = torch.full((n, layout.shape[0]), denoiser.mask_id, device=layout.device)
         known = torch.zeros_like(ids, dtype=torch.bool)
         return self.infill(
-            denoiser, ids, known, layout, seed=seed, batch_size=batch_size, hook=hook
+            denoiser,
+            ids,
+            known,
+            layout,
+            seed=seed,
+            batch_size=batch_size,
+            hook=hook,
+            progress=progress,
         )
 
     def infill(
@@ -145,10 +154,12 @@ class Sampler:
         seed: int,
         batch_size: int = 64,
         hook: Hook | None = None,
+        progress: bool = False,
     ) -> Tensor:
         """Fill the positions of ``ids`` (n, L) where ``known`` is False; known ones never change.
 
         Positions whose layout allows exactly one token are known too (e.g. ``<cls>``).
+        ``progress`` shows sequences done / total on stderr when it is a terminal.
         """
         layout = layout.to(torch.bool)
         forced = layout.sum(-1) == 1
@@ -163,10 +174,13 @@ class Sampler:
             )
         ids = ids.masked_fill(~known, denoiser.mask_id)
         out, nfe, trace = [], [], []
+        bar = tqdm(total=len(ids), desc="sample", unit="seq", disable=None if progress else True)
         for start in range(0, ids.shape[0], batch_size):
             index = torch.arange(start, min(start + batch_size, ids.shape[0]), device=ids.device)
             o, f, t = self._run(denoiser, ids[index].clone(), layout, index, seed, hook)
             out.append(o), nfe.append(f), trace.append(t)
+            bar.update(len(index))
+        bar.close()
         self.last_run = RunStats(torch.cat(nfe), torch.cat(trace))
         return torch.cat(out)
 

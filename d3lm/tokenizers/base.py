@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,9 @@ class Tokenizer(abc.ABC):
     without ``<cls>``) and ``layout``.
     """
 
-    def __init__(self, vocab: Sequence[str], nucleotides_per_token: int, add_cls: bool = True):
+    def __init__(
+        self, vocab: Sequence[str], nucleotides_per_token: float, add_cls: bool = True
+    ) -> None:
         self.vocab: list[str] = list(vocab)
         index = {token: i for i, token in enumerate(self.vocab)}
         if len(index) != len(self.vocab):
@@ -75,6 +78,16 @@ class Tokenizer(abc.ABC):
             dtype=torch.long,
         )
 
+    @classmethod
+    def fit(cls, sequences: Sequence[str], params: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor params completed with what is learned from the training ``sequences``.
+
+        ``runner.train`` calls this for every plugin before building the model, so a learned
+        tokeniser (``bpe``) travels in the checkpoint's hyperparameters and
+        ``load_from_checkpoint`` alone rebuilds it. Fixed tokenisers learn nothing.
+        """
+        return dict(params)
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
@@ -87,6 +100,17 @@ class Tokenizer(abc.ABC):
         nucleotide, which makes losses comparable across tokenisers.
         """
         return self._token_lengths.clone()
+
+    def nucleotide_codes(self) -> torch.Tensor:
+        """(vocab, longest token) codes of the nucleotides each token spells (A, T, C, G, N = 0..4
+        in ``NUCLEOTIDES + "N"`` order), -1 past its end and for special tokens: what a model needs
+        to share statistics between tokens that contain the same bases."""
+        width = int(self._token_lengths.max())
+        table = np.full((self.vocab_size, width), -1, dtype=np.int64)
+        for i, piece in enumerate(self._pieces):
+            if piece:
+                table[i, : len(piece)] = _CODE_TABLE[np.frombuffer(piece.encode(), dtype=np.uint8)]
+        return torch.from_numpy(table)
 
     # -- encoding -----------------------------------------------------------------------------
 

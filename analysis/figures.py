@@ -1,0 +1,80 @@
+"""Shared figure helpers of the analysis notebooks: seaborn plots of one metric over a grid axis,
+with the real-DNA and baseline levels drawn beside the generated points, saved as PNG and PDF."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: `make figures` runs the notebooks as plain scripts
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from tables import GENERATED, REFERENCE_SETS, TITLES, row_labels, settings
+
+from d3lm.io import atomic_path
+
+#: Line styles of the reference levels drawn across every figure.
+REFERENCE_STYLE = {"real": "-", "markov": "--", "shuffle": ":", "uniform": "-."}
+
+
+def metric_figure(
+    rows: pd.DataFrame,
+    axes: Sequence[str],
+    metric: str,
+    kind: str = "bar",
+    references: Sequence[str] = ("real", "markov"),
+) -> plt.Figure:
+    """``metric`` of the generated rows per grid point (mean and std over seeds; ``kind`` "bar"
+    or "point" for ordered axes such as steps), with horizontal lines at the reference sets."""
+    data = rows[rows["metric"] == metric].assign(point=row_labels(rows, axes))
+    generated = data[data["set"] == GENERATED]
+    if generated.empty:
+        raise ValueError(f"no generated rows of metric {metric!r}")
+    order = list(dict.fromkeys(generated["point"]))
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(order) + 2), 3.2))
+    plot = sns.barplot if kind == "bar" else sns.pointplot
+    plot(data=generated, x="point", y="value", order=order, errorbar="sd", ax=ax, color="C0")
+    for name in references:
+        level = data.loc[data["set"] == name, "value"]
+        if len(level):
+            ax.axhline(
+                level.mean(),
+                color="0.3",
+                ls=REFERENCE_STYLE.get(name, "--"),
+                lw=1,
+                label=REFERENCE_SETS.get(name, name),
+            )
+    ax.set_xlabel(", ".join(axes))
+    ax.set_ylabel(TITLES.get(metric, metric))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(frameon=False, fontsize="small")
+    ax.tick_params(axis="x", rotation=30 if len(order) > 5 else 0)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, stem: str) -> list[Path]:
+    """``reports/<scale>/<stem>.png`` and ``.pdf``, each written atomically."""
+    _, reports, _ = settings()
+    paths = []
+    for fmt in ("png", "pdf"):
+        path = reports / f"{stem}.{fmt}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=200, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def headline(rows: pd.DataFrame) -> str:
+    """The figure metric: SFID when the grid had Sei weights, else the oracle FD, else k-mer FD."""
+    present = set(rows["metric"])
+    for metric in ("fd_sei", "fd_oracle", "fd_kmer"):
+        if metric in present:
+            return metric
+    raise ValueError("no Fréchet distance in the results (evaluate.features is empty)")

@@ -1,0 +1,56 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Tokenisation (paper Fig. 3b)
+#
+# NT v2's non-overlapping 6-mers against non-overlapping k-mers (k = 1..5) and a byte-pair
+# tokeniser, each trained on the same batches of sequences for the same steps (equal compute in
+# nucleotides seen). `val_bpn` is the validation bound in bits per nucleotide, comparable across
+# tokenisers; the Fréchet distances and the GC ratio score the samples.
+#
+# Reads `results/ablation-tokenization-<SCALE>.csv` (from `d3lm ablation tokenization`);
+# writes `reports/<SCALE>/tokenization.md`, `.tex` and the figures as PNG and PDF. Cells are
+# mean ± std over seeds; bold marks the best generated row of each column.
+
+# %%
+from figures import headline, metric_figure, save_figure
+from tables import load_results, summarise, write_table
+
+AXES = ["tokenizer"]
+METRICS = [
+    "val_bpn",
+    "fd_sei",
+    "fd_oracle",
+    "fd_kmer",
+    "js_k6",
+    "gc_ratio_gc_at",
+    "cpg_oe",
+    "fraction_unique",
+    "nearest_mean",
+]
+
+rows = load_results("tokenization", AXES)
+summary = summarise(rows, AXES, METRICS)
+md, tex = write_table(
+    summary,
+    METRICS,
+    "tokenizer",
+    "tokenization",
+    "Tokenisation at equal training compute (nucleotides seen).",
+)
+print(md.read_text())
+
+# %%
+save_figure(metric_figure(rows, AXES, "val_bpn", "bar", ()), "tokenization_bpn")
+save_figure(metric_figure(rows, AXES, headline(rows), "bar", ("real", "markov")), "tokenization")

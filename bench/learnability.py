@@ -1,0 +1,169 @@
+"""Learning with ground truth: attained vs attainable bits/nt on synthetic DNA of known entropy,
+per tokeniser and model variant, against CPU time.
+
+Each cell trains one model on one synthetic set (``d3lm/data/synthetic.py``: ``copy``,
+``markov``, ``motifs``) and reports its validation bound (``val/bpn``) at every validation, with
+the process CPU seconds spent so far, beside two references computed here: the set's exact
+entropy (attainable) and the best context-free model for that tokeniser (``bench/unigram_bound.py``:
+a model at that line has learned composition only). ``closed`` is the fraction of the gap between
+the two that the model closed: 0 = nothing learned beyond composition, 1 = everything. The
+context-free line is the training split's plug-in entropy, which is biased low, so ``closed``
+understates what was learned.
+
+    python bench/learnability.py --out bench/learnability.csv            # the default grid
+    python bench/learnability.py --tasks copy --tokenizers nt6mer kmer:3 --variants ntv2 tied_nuc
+
+Cells already in ``--out`` (same task, tokeniser, variant, scale, steps) are skipped, and the CSV
+is rewritten atomically after each cell, so an interrupted grid resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from unigram_bound import plugin_bpn
+
+import d3lm.data  # noqa: F401  (registers the synthetic sets)
+from d3lm import runner
+from d3lm.config import load_config
+from d3lm.data.tables import load_table
+from d3lm.io import write_with
+from d3lm.registry import DATASETS, TOKENIZERS
+from d3lm.tokenizers import Tokenizer
+
+#: Model variants: ``model.params`` embedding options, each set explicitly so that a scale's own
+#: defaults cannot leak in (``ntv2`` is NT v2 exactly: untied, no nucleotide table).
+VARIANTS: dict[str, dict[str, bool]] = {
+    "ntv2": {"tie_embeddings": False, "nucleotide_embeddings": False},
+    "tied": {"tie_embeddings": True, "nucleotide_embeddings": False},
+    "nuc": {"tie_embeddings": False, "nucleotide_embeddings": True},
+    "tied_nuc": {"tie_embeddings": True, "nucleotide_embeddings": True},
+}
+
+
+def tokenizer_overrides(spec: str) -> list[str]:
+    """``nt6mer`` or ``kmer:K`` -> config overrides."""
+    name, _, k = spec.partition(":")
+    out = [f"tokenizer.name={name}"]
+    return [*out, f"tokenizer.params.k={k}"] if k else out
+
+
+def build_tokenizer(spec: str) -> Tokenizer:
+    name, _, k = spec.partition(":")
+    return TOKENIZERS.build(name, {"k": int(k)} if k else {})
+
+
+def run_cell(args: argparse.Namespace, task: str, tok: str, variant: str) -> pd.DataFrame:
+    name = f"{task}-{tok.replace(':', '')}-{variant}-{args.scale}-{args.steps}"
+    overrides = [
+        f"experiment={args.experiment}",
+        f"run={name}",
+        f"runs_dir={args.runs_dir}",
+        f"data.dataset={task}",
+        f"trainer.max_steps={args.steps}",
+        f"trainer.val_check_interval={args.val_every}",
+        "trainer.limit_val_batches=8",
+        "trainer.enable_progress_bar=false",
+        *tokenizer_overrides(tok),
+        *(f"model.params.{k}={str(v).lower()}" for k, v in VARIANTS[variant].items()),
+        *args.override,
+    ]
+    cfg = load_config(args.scale, [], overrides)
+    run_dir = runner.new_run_dir(cfg)
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        cfg.resume = str(run_dir)  # an interrupted cell continues
+    runner.train(cfg)
+    log = runner.read_log(run_dir)
+    cpu = log[["step", "time/cpu_s"]].dropna().set_index("step")["time/cpu_s"]
+    val = log[["step", "val/bpn"]].dropna()
+    table = load_table(task, Path(cfg.cache_dir))
+    train = table.loc[table["split"] == "train", "sequence"].tolist()
+    attainable = DATASETS.build(task).bits_per_nt()
+    context_free = plugin_bpn(build_tokenizer(tok), train)
+    rows = pd.DataFrame(
+        {
+            "task": task,
+            "tokenizer": tok,
+            "variant": variant,
+            "scale": args.scale,
+            "steps": args.steps,
+            "step": val["step"].astype(int) + 1,
+            "cpu_s": [float(cpu[cpu.index <= s].iloc[-1]) for s in val["step"]],
+            "bpn": val["val/bpn"].to_numpy(),
+            "attainable": attainable,
+            "context_free": context_free,
+        }
+    )
+    rows["closed"] = (rows["context_free"] - rows["bpn"]) / (rows["context_free"] - attainable)
+    return rows
+
+
+def summary(grid: pd.DataFrame) -> str:
+    """One markdown row per cell: its last validation, and the CPU minutes to close half the gap."""
+    lines = [
+        "| task | tokeniser | variant | steps | CPU min | attained | attainable | context-free "
+        "| closed | CPU min to close half |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, cell in grid.groupby(["task", "tokenizer", "variant", "scale", "steps"], sort=False):
+        last = cell.iloc[-1]
+        half = cell[cell["closed"] >= 0.5]
+        to_half = f"{half['cpu_s'].iloc[0] / 60:.1f}" if len(half) else "not reached"
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {key[4]} | {last['cpu_s'] / 60:.1f} | "
+            f"{last['bpn']:.3f} | {last['attainable']:.3f} | {last['context_free']:.3f} | "
+            f"{last['closed']:.2f} | {to_half} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["copy", "markov", "motifs"])
+    parser.add_argument("--tokenizers", nargs="+", default=["nt6mer", "kmer:3", "kmer:1"])
+    parser.add_argument("--variants", nargs="+", default=["ntv2", "tied_nuc"], choices=VARIANTS)
+    parser.add_argument("--scale", default="tiny")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--val-every", type=int, default=50)
+    parser.add_argument("--experiment", default="learnability")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--out", type=Path, default=Path("bench/learnability.csv"))
+    parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    grid = pd.read_csv(args.out) if args.out.exists() else pd.DataFrame()
+    for task in args.tasks:
+        for tok in args.tokenizers:
+            for variant in args.variants:
+                key = (task, tok, variant, args.scale, args.steps)
+                if (
+                    len(grid)
+                    and (
+                        grid[["task", "tokenizer", "variant", "scale", "steps"]].apply(
+                            tuple, axis=1
+                        )
+                        == key
+                    ).any()
+                ):
+                    continue
+                start = time.time()
+                rows = run_cell(args, task, tok, variant)
+                print(
+                    f"{key}: {rows['bpn'].iloc[-1]:.3f} bits/nt ({time.time() - start:.0f} s wall)",
+                    flush=True,
+                )
+                grid = pd.concat([grid, rows], ignore_index=True)
+                write_with(args.out, lambda f, g=grid: g.to_csv(f, index=False))
+    print(summary(grid))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Ablation grids: expansion, wildcards, symbols, skip/resume of points, tidy rows end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from d3lm import ablation, runner
+from d3lm.ablation import Plan, check_plugins, load_grid, run_grid
+from d3lm.config import load_config
+from d3lm.registry import SAMPLERS, SCHEDULES, TOKENIZERS
+
+GRIDS = sorted(ablation.GRIDS_DIR.glob("*.yaml"))
+
+
+def write_grid(tmp_path: Path, grid: dict, name: str = "g") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_product_of_axes_and_seeds(tmp_path: Path) -> None:
+    grid = load_grid(
+        write_grid(
+            tmp_path,
+            {
+                "seeds": 2,
+                "train": {
+                    "schedule": {"key": "diffusion.schedule.name", "values": ["linear", "cosine"]},
+                    "tok": {
+                        "values": [
+                            {"label": "nt", "set": {"tokenizer.name": "nt6mer"}},
+                            {
+                                "label": "k3",
+                                "set": {"tokenizer": {"name": "kmer", "params": {"k": 3}}},
+                            },
+                        ]
+                    },
+                },
+                "sample": {
+                    "sample.sampler.params.steps": [5, "per_token"],
+                    "temperature": {"key": "sample.sampler.params.temperature", "values": [1.0]},
+                },
+            },
+        )
+    )
+    train = grid.train_points()
+    assert [(p.name, s) for p, s in train] == [
+        (f"schedule-{sch}_tok-{t}", s)
+        for sch in ("linear", "cosine")
+        for t in ("nt", "k3")
+        for s in (0, 1)
+    ]
+    k3 = train[2][0]
+    assert dict(k3.overrides) == {
+        "diffusion.schedule.name": "linear",
+        "tokenizer.name": "kmer",
+        "tokenizer.params.k": 3,
+    }
+    assert [p.name for p in grid.sample_points()] == [
+        "sample.sampler.params.steps-5_temperature-1.0",
+        "sample.sampler.params.steps-per_token_temperature-1.0",
+    ]
+    assert load_grid(grid.source, seeds=1).seeds == [0]
+    assert load_grid(grid.source, seeds=[4, 7]).seeds == [4, 7]
+    assert load_grid(write_grid(tmp_path, {"train": {}}, "empty")).seeds == [0, 1, 2]
+
+
+@pytest.fixture
+def user_schedule():
+    """A schedule plugin registered by 'a user' for the duration of one test."""
+    name = "test_user_schedule"
+    SCHEDULES.register(name)(SCHEDULES.get("linear"))
+    yield name
+    SCHEDULES._entries.pop(name)
+
+
+def test_wildcard_expands_to_every_registered_plugin(tmp_path: Path, user_schedule: str) -> None:
+    path = write_grid(tmp_path, {"train": {"diffusion.schedule.name": ["cosine", "*"]}})
+    labels = [s.label for s in load_grid(path).train[0].settings]
+    assert labels[0] == "cosine"
+    assert sorted(labels) == SCHEDULES.names()
+    assert user_schedule in labels and len(labels) == len(set(labels))
+    check_plugins(load_grid(path))
+
+
+def test_grid_errors_name_the_problem(tmp_path: Path) -> None:
+    bad_key = write_grid(tmp_path, {"train": {"optim.lr": "*"}}, "a")
+    with pytest.raises(ValueError, match=r"optim\.lr"):
+        load_grid(bad_key)
+    unknown = load_grid(write_grid(tmp_path, {"train": {"tokenizer.name": ["nope"]}}, "b"))
+    with pytest.raises(ValueError, match="'nope', not a registered tokenizer"):
+        check_plugins(unknown)
+    with pytest.raises(ValueError, match="repeats a label"):
+        load_grid(write_grid(tmp_path, {"sample": {"sample.n": [1, 1]}}, "c"))
+    with pytest.raises(ValueError, match="unknown grid keys"):
+        load_grid(write_grid(tmp_path, {"axes": {}}, "d"))
+    with pytest.raises(FileNotFoundError, match="known grids"):
+        load_grid("no_such_grid")
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=[p.stem for p in GRIDS])
+def test_shipped_grids_expand_to_valid_configs(path: Path) -> None:
+    grid = load_grid(path)
+    assert grid.seeds == [0, 1, 2]
+    plan = Plan(grid, "micro")
+    for train, seed in grid.train_points():
+        for sp in grid.sample_points():
+            cfg = plan.config(train, seed, sp)
+            assert cfg.experiment.endswith("-micro") and cfg.run == f"{train.name}-s{seed}"
+            assert cfg.seed == cfg.sample.seed == seed
+            for key, value in {**train.overrides, **sp.overrides}.items():
+                assert OmegaConf.select(cfg, key) == value
+
+
+def test_sampling_axes_expand_every_sampler_and_steps_per_token() -> None:
+    sampling = load_grid("sampling")
+    assert [p.labels["sampler"] for p in sampling.sample_points()] == list(SAMPLERS.names())
+    steps = [p.labels["steps"] for p in load_grid("steps").sample_points()]
+    assert steps[-1] == "per_token" and steps[:-1] == ["5", "10", "25", "50", "100", "200"]
+    for name in ("schedule", "sampling", "steps", "temperature"):
+        check_plugins(load_grid(name))
+
+
+@pytest.mark.parametrize(
+    ("tokenizer", "params", "bp", "tokens"),
+    [
+        ("nt6mer", {}, 200, 35),
+        ("nt6mer", {}, 2048, 343),
+        ("kmer", {"k": 3}, 60, 20),
+    ],
+)
+def test_per_token_resolves_from_the_layout(tokenizer, params, bp, tokens) -> None:
+    cfg = load_config(
+        overrides=[
+            f"tokenizer.name={tokenizer}",
+            f"sample.bp={bp}",
+            "sample.sampler.params.steps=per_token",
+            *[f"tokenizer.params.{k}={v}" for k, v in params.items()],
+        ]
+    )
+    assert ablation.resolve_symbols(cfg, TOKENIZERS.build(tokenizer, params)) == tokens
+    assert cfg.sample.sampler.params.steps == tokens
+    # the honest count: positions with more than one legal token (not <cls>)
+    layout = TOKENIZERS.build(tokenizer, params).layout(bp)
+    assert tokens == sum(int(row.sum()) > 1 for row in layout)
+
+
+def test_sei_weights_add_sfid_to_every_point() -> None:
+    grid = load_grid("main", seeds=[1])
+    cfg = Plan(grid, "micro", sei_weights="w/sei.pth").config(*grid.train_points()[1])
+    assert list(cfg.evaluate.features) == ["kmer", "oracle", "sei"]
+    assert cfg.evaluate.params.sei.weights == "w/sei.pth"
+    assert cfg.diffusion.objective.name == "autoregressive"
+    assert not cfg.diffusion.objective.params  # base.yaml leaves objective params to the plugin
+    options = ablation.Scorer().options(cfg)
+    assert options.features["sei"] == {"weights": "w/sei.pth"} and options.seed == 1
+
+
+def test_replace_rows_replaces_a_point(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    row = {"point": "a", "metric": "m", "value": 1.0}
+    ablation.replace_rows(path, pd.DataFrame([row, {**row, "point": "b"}]))
+    ablation.replace_rows(path, pd.DataFrame([{**row, "value": 2.0}]))
+    out = pd.read_csv(path).sort_values("point")
+    assert out["point"].tolist() == ["a", "b"] and out["value"].tolist() == [2.0, 1.0]
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture
+def micro_plan(tmp_path: Path, dna_table: Path, one_thread) -> Plan:
+    grid = write_grid(
+        tmp_path,
+        {
+            "experiment": "e2e",
+            "seeds": 1,
+            "config": {"evaluate": {"features": ["kmer"], "motifs": False}},
+            "by_scale": {"micro": {"sample.n": 12}},
+            "sample": {"steps": {"key": "sample.sampler.params.steps", "values": [3, "per_token"]}},
+        },
+    )
+    overrides = [
+        f"data.dataset={dna_table}",
+        f"runs_dir={tmp_path / 'runs'}",
+        f"results_dir={tmp_path / 'results'}",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
+    return Plan(load_grid(grid), "micro", overrides)
+
+
+@pytest.mark.slow
+def test_micro_grid_end_to_end_skips_and_restarts(
+    micro_plan: Plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "runs" / "e2e-micro" / "default-s0"
+    # an aborted first session that never checkpointed: restarted from scratch, not an error
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "logs" / "version_0").mkdir(parents=True)
+    # train 10 of 30 steps first: the grid run must resume it, not start again
+    short = Plan(micro_plan.grid, "micro", [*micro_plan.overrides, "trainer.max_steps=10"])
+    ablation.train_point(short.config(*short.grid.train_points()[0]), run_dir)
+    assert ablation.trained_steps(run_dir) == 10
+    lines: list[str] = []
+    run_grid(micro_plan, dry_run=True, echo=lines.append)
+    assert lines == [
+        f"[1/1] {run_dir}: training partial (10/30)",
+        "    steps-3: missing",
+        "    steps-per_token: missing",
+    ]
+    results = run_grid(micro_plan, echo=lines.append)
+    assert ablation.trained_steps(run_dir) == 30
+    assert sorted(p.name for p in (run_dir / "logs").iterdir()) == ["version_0", "version_1"]
+    assert results == tmp_path / "results" / "e2e-micro.csv"
+    rows = pd.read_csv(results, dtype={"steps": str})
+
+    # tidy rows: every axis a column, every set, one row per (point, set, metric)
+    assert {
+        "experiment",
+        "point",
+        "set",
+        "steps",
+        "seed",
+        "n",
+        "bp",
+        "tokens",
+        "metric",
+        "value",
+        "git",
+    } <= set(rows.columns)
+    generated = rows[rows["set"] == "generated"]
+    assert sorted(generated["steps"].unique()) == ["3", "per_token"]
+    assert set(generated["tokens"]) == {10}  # 60 bp as nt6mer
+    assert {"fd_kmer", "gc_ratio_gc_at", "fraction_unique", "nearest_mean"} <= set(rows["metric"])
+    bpn = generated.loc[generated["metric"] == "val_bpn", "value"]
+    assert len(bpn) == 2 and bpn.iloc[0] == runner.read_log(run_dir)["val/bpn"].dropna().iloc[-1]
+    assert set(rows["set"]) == {"generated", "real", "uniform", "shuffle", "markov"}
+    assert not rows.duplicated(["point", "set", "metric"]).any()
+    assert rows[rows["set"] != "generated"]["steps"].isna().all()
+    assert (rows["n"] == 12).all() and (rows["bp"] == 60).all() and (rows["seed"] == 0).all()
+    # baselines computed once (one cache file) and identical in every point's metrics.json
+    assert len(list((tmp_path / "runs" / "e2e-micro" / "baselines").iterdir())) == 1
+    m3, mt = (
+        json.loads((run_dir / "samples" / p / "metrics.json").read_text())
+        for p in ("steps-3", "steps-per_token")
+    )
+    assert m3["markov"] == mt["markov"] and m3["real"] == mt["real"]
+    # samples have the requested length; per_token (10 steps) differs from 3 steps
+    fasta = {
+        p: runner.read_samples(run_dir / "samples" / p / "samples.fasta")
+        for p in ("steps-3", "steps-per_token")
+    }
+    assert all(len(s) == 60 for seqs in fasta.values() for s in seqs)
+    assert fasta["steps-3"] != fasta["steps-per_token"]
+
+    # rerun: nothing is trained, sampled or scored again, and no row is duplicated
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished point was redone")
+
+    monkeypatch.setattr(runner, "train", forbidden)
+    monkeypatch.setattr(runner, "sample", forbidden)
+    monkeypatch.setattr(ablation, "evaluate_samples", forbidden)
+    run_grid(micro_plan, echo=lines.append)
+    again = pd.read_csv(results, dtype={"steps": str})
+    pd.testing.assert_frame_equal(
+        again.sort_values(["point", "set", "metric"]).reset_index(drop=True),
+        rows.sort_values(["point", "set", "metric"]).reset_index(drop=True),
+    )
+
+    # a half-finished point (samples written, evaluation lost) is scored again, not resampled
+    monkeypatch.undo()
+    monkeypatch.setattr(runner, "train", forbidden)
+    monkeypatch.setattr(runner, "sample", forbidden)
+    (run_dir / "samples" / "steps-3" / "metrics.json").unlink()
+    (run_dir / "samples" / "steps-3" / ".metrics.json.x.tmp").write_text("{half")
+    run_grid(micro_plan, echo=lines.append)
+    redone = json.loads((run_dir / "samples" / "steps-3" / "metrics.json").read_text())
+    assert redone == m3
+
+    # the same point name with other sample settings (another grid on these runs) is refused
+    other = Plan(micro_plan.grid, "micro", [*micro_plan.overrides, "sample.sampler.name=p2"])
+    with pytest.raises(ValueError, match="sampled with other settings"):
+        run_grid(other, dry_run=True, echo=lines.append)
+    longer = Plan(micro_plan.grid, "micro", [*micro_plan.overrides, "optim.lr=0.1"])
+    with pytest.raises(ValueError, match="trained with other optim"):
+        run_grid(longer, dry_run=True, echo=lines.append)
