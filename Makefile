@@ -19,7 +19,7 @@ NOTEBOOK = SCALE=$(SCALE) $(PY) analysis/$(1).py
 GRIDS := tokenization schedule sampling steps temperature
 ABLATIONS := $(GRIDS:%=ablation-%)
 
-.PHONY: venv demo test lint bench clean tables figures table-main $(ABLATIONS)
+.PHONY: venv demo test lint bench learnability clean tables figures table-main $(ABLATIONS)
 
 venv: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: $(STAMP)
 	$(PY) bench/bench_sampling.py --random-init --n 200 --presets random --steps 50
 	$(PY) bench/sampler_oracle.py
 	$(PY) bench/bench_metrics.py
+
+# Attained vs attainable bits/nt on synthetic DNA of known entropy (about 40 CPU-minutes; resumable).
+learnability: $(STAMP)
+	$(PY) bench/learnability.py --tasks copy --tokenizers nt6mer kmer:3 --variants ntv2 tied nuc tied_nuc
+	$(PY) bench/learnability.py --tasks markov motifs --tokenizers nt6mer --variants ntv2 tied_nuc
 
 $(ABLATIONS): ablation-%: $(STAMP)
 	$(ABLATE) $*

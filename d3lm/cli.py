@@ -89,6 +89,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         train_split=args.train_split,
         motifs=not args.no_motifs,
         seed=args.seed,
+        progress=not args.no_progress,
     )
     out = args.out or args.samples.parent
     rows = evaluate_fasta(args.samples, args.reference, out, Path(args.cache_dir), options)
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--train-split", default="train")
     p.add_argument("--no-motifs", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
 
