@@ -49,6 +49,9 @@ def metric_figure(
                 lw=1,
                 label=REFERENCE_SETS.get(name, name),
             )
+    values = generated["value"][generated["value"] > 0]
+    if len(values) and values.max() > 20 * values.min():
+        ax.set_yscale("log")  # one collapsed point (a planning sampler) would flatten the rest
     ax.set_xlabel(", ".join(axes))
     ax.set_ylabel(TITLES.get(metric, metric))
     if ax.get_legend_handles_labels()[0]:
