@@ -62,13 +62,15 @@ def metric_figure(
 
 
 def save_figure(fig: plt.Figure, stem: str) -> list[Path]:
-    """``reports/<scale>/<stem>.png`` and ``.pdf``, each written atomically."""
+    """``reports/<scale>/<stem>.png`` and ``.pdf``, each written atomically; no creation date in
+    the PDF, so rebuilding a figure from the same results leaves the repository unchanged."""
     _, reports, _ = settings()
     paths = []
     for fmt in ("png", "pdf"):
         path = reports / f"{stem}.{fmt}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=200, bbox_inches="tight")
+            metadata = {"CreationDate": None} if fmt == "pdf" else {}
+            fig.savefig(tmp, format=fmt, dpi=200, bbox_inches="tight", metadata=metadata)
         paths.append(path)
     plt.close(fig)
     return paths
