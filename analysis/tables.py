@@ -24,6 +24,18 @@ REFERENCE_SETS = {
 }
 GENERATED = "generated"
 
+#: The columns of the generation tables whose axis is a training or sampling setting.
+GENERATION_METRICS = [
+    "fd_sei",
+    "fd_oracle",
+    "fd_kmer",
+    "js_k6",
+    "gc_ratio_gc_at",
+    "cpg_oe",
+    "fraction_unique",
+    "nearest_mean",
+]
+
 #: How to pick the best generated row of a metric: lowest, highest, or closest to real DNA.
 GOALS = {
     "fd_sei": "min",

@@ -22,19 +22,10 @@
 
 # %%
 from figures import headline, metric_figure, save_figure
-from tables import load_results, summarise, write_table
+from tables import GENERATION_METRICS, load_results, summarise, write_table
 
 AXES = ["temperature"]
-METRICS = [
-    "fd_sei",
-    "fd_oracle",
-    "fd_kmer",
-    "js_k6",
-    "gc_ratio_gc_at",
-    "cpg_oe",
-    "fraction_unique",
-    "nearest_mean",
-]
+METRICS = GENERATION_METRICS
 
 rows = load_results("temperature", AXES)
 summary = summarise(rows, AXES, METRICS)

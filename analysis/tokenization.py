@@ -25,20 +25,10 @@
 
 # %%
 from figures import headline, metric_figure, save_figure
-from tables import load_results, summarise, write_table
+from tables import GENERATION_METRICS, load_results, summarise, write_table
 
 AXES = ["tokenizer"]
-METRICS = [
-    "val_bpn",
-    "fd_sei",
-    "fd_oracle",
-    "fd_kmer",
-    "js_k6",
-    "gc_ratio_gc_at",
-    "cpg_oe",
-    "fraction_unique",
-    "nearest_mean",
-]
+METRICS = ["val_bpn", *GENERATION_METRICS]
 
 rows = load_results("tokenization", AXES)
 summary = summarise(rows, AXES, METRICS)
