@@ -8,13 +8,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Ablations: SCALE picks experiments/scales/<SCALE>.yaml, SEEDS=N overrides the grids' 3 seeds,
-# SEI_WEIGHTS=FILE adds SFID (fd_sei) to every point. Each target trains what is missing, samples,
-# evaluates, writes results/ablation-<grid>-<SCALE>.csv and rebuilds reports/<SCALE>/<grid>.*.
+# SEI_WEIGHTS=FILE adds SFID (fd_sei) to every point, SHARD=I/N runs only training points I, I+N, ...
+# (parallel workers on one grid). Each target trains what is missing, samples, evaluates, writes
+# results/ablation-<grid>-<SCALE>.csv and rebuilds reports/<SCALE>/<grid>.*.
 SCALE ?= tiny
 SEEDS ?=
 SEI_WEIGHTS ?=
+SHARD ?=
 ABLATE = $(VENV)/bin/d3lm ablation --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) \
-	$(if $(SEI_WEIGHTS),--sei-weights $(SEI_WEIGHTS))
+	$(if $(SEI_WEIGHTS),--sei-weights $(SEI_WEIGHTS)) $(if $(SHARD),--shard $(SHARD))
 NOTEBOOK = SCALE=$(SCALE) $(PY) analysis/$(1).py
 GRIDS := tokenization schedule sampling steps temperature
 ABLATIONS := $(GRIDS:%=ablation-%)

@@ -42,6 +42,7 @@ from typing import Any
 import pandas as pd
 import torch
 import yaml
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from d3lm import runner
@@ -508,28 +509,64 @@ def point_rows(
 
 
 def replace_rows(path: Path, rows: pd.DataFrame) -> None:
-    """Write ``rows`` into the CSV, replacing earlier rows of the same points (atomic)."""
-    if path.exists():
-        # as text: axis labels such as "3" must not come back as 3.0
-        old = pd.read_csv(path, dtype=str, keep_default_na=False)
-        rows = pd.concat([old[~old["point"].isin(rows["point"])], rows], ignore_index=True)
-    with atomic_path(path) as tmp:
-        rows.to_csv(tmp, index=False)
+    """Write ``rows`` into the CSV, replacing earlier rows of the same points (atomic).
+
+    Read-modify-write under a lock file beside the CSV, so shards of one grid running at the
+    same time (``--shard``, one SLURM array task each) never drop each other's rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if path.exists():
+            # as text: axis labels such as "3" must not come back as 3.0
+            old = pd.read_csv(path, dtype=str, keep_default_na=False)
+            rows = pd.concat([old[~old["point"].isin(rows["point"])], rows], ignore_index=True)
+        with atomic_path(path) as tmp:
+            rows.to_csv(tmp, index=False)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Training point ``i`` of every ``n`` (``--shard 0/4``): independent workers, e.g. the
+    tasks of a SLURM array, split one grid without coordination; each trains and samples only
+    its points and merges its rows into the shared results file."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            index, count = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"--shard {text!r}: need N >= 1 and 0 <= I < N")
+        return cls(index, count)
+
+    def select(self, items: Sequence[Any]) -> list[tuple[int, Any]]:
+        """``(position in the whole grid, item)`` of this shard's items."""
+        return [(i, x) for i, x in enumerate(items) if i % self.count == self.index]
 
 
 # ---------------------------------------------------------------------------------------- run
 
 
-def run_grid(plan: Plan, dry_run: bool = False, echo: Callable[[str], None] = print) -> Path:
+def run_grid(
+    plan: Plan,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+    shard: Shard = Shard(),
+) -> Path:
     """Train what is missing, sample and score every sampling point, write the result rows;
-    return ``results/<experiment>.csv``. With ``dry_run`` only print what is done/missing."""
+    return ``results/<experiment>.csv``. With ``dry_run`` only print what is done/missing;
+    with ``shard`` only that shard's training points."""
     grid = plan.grid
     check_plugins(grid)
     scorer = Scorer()
     samples = grid.sample_points()
     todo = grid.train_points()
     results: Path | None = None
-    for i, (train, seed) in enumerate(todo, 1):
+    for i, (train, seed) in shard.select(todo):
+        i += 1
         cfg = plan.config(train, seed)
         run_dir = runner.new_run_dir(cfg)
         results = Path(cfg.results_dir) / f"{plan.results}.csv"
@@ -567,7 +604,8 @@ def run_grid(plan: Plan, dry_run: bool = False, echo: Callable[[str], None] = pr
             )
             replace_rows(results, rows)
     if results is None:
-        raise ValueError(f"{grid.source}: the grid has no points")
+        where = f" for shard {shard.index}/{shard.count}" if shard.count > 1 else ""
+        raise ValueError(f"{grid.source}: the grid has no points{where}")
     if not dry_run:
         echo(f"results: {results}")
     return results
@@ -580,6 +618,7 @@ __all__ = [
     "Plan",
     "Point",
     "Scorer",
+    "Shard",
     "check_plugins",
     "load_grid",
     "replace_rows",

@@ -114,10 +114,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_ablation(args: argparse.Namespace) -> None:
-    from d3lm.ablation import Plan, load_grid, run_grid
+    from d3lm.ablation import Plan, Shard, load_grid, run_grid
 
     plan = Plan(load_grid(args.grid, args.seeds), args.scale, args.overrides, args.sei_weights)
-    run_grid(plan, dry_run=args.dry_run)
+    run_grid(plan, dry_run=args.dry_run, shard=Shard.parse(args.shard))
 
 
 def _with_config_args(parser: argparse.ArgumentParser) -> None:
@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the grid's")
     p.add_argument("--sei-weights", help="a Sei checkpoint: adds SFID (fd_sei) to every point")
     p.add_argument("--dry-run", action="store_true", help="print the points, done or missing")
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="only training points I, I+N, I+2N, ... (parallel workers, e.g. a SLURM array)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="for every point")
     p.set_defaults(func=cmd_ablation)
 

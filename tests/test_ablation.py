@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from pathlib import Path
 
 import pandas as pd
@@ -169,6 +170,47 @@ def test_replace_rows_replaces_a_point(tmp_path: Path) -> None:
     ablation.replace_rows(path, pd.DataFrame([{**row, "value": 2.0}]))
     out = pd.read_csv(path).sort_values("point")
     assert out["point"].tolist() == ["a", "b"] and out["value"].tolist() == [2.0, 1.0]
+
+
+def _write_points(path: Path, prefix: str, count: int, start) -> None:
+    start.wait()
+    for i in range(count):
+        row = {"point": f"{prefix}{i}", "metric": "m", "value": float(i)}
+        ablation.replace_rows(path, pd.DataFrame([row]))
+
+
+def test_concurrent_shards_lose_no_rows(tmp_path: Path) -> None:
+    """Two processes merging rows into one results file at once: every row survives."""
+    path = tmp_path / "results" / "r.csv"
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    workers = [ctx.Process(target=_write_points, args=(path, p, 60, start)) for p in "ab"]
+    for w in workers:
+        w.start()
+    start.set()
+    for w in workers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    points = pd.read_csv(path)["point"]
+    assert sorted(points) == sorted(f"{p}{i}" for p in "ab" for i in range(60))
+
+
+def test_shards_partition_the_training_points(tmp_path: Path) -> None:
+    grid = load_grid(
+        write_grid(tmp_path, {"experiment": "x", "seeds": 2, "train": {"lr": [1, 2, 3]}})
+    )
+    points = grid.train_points()
+    shards = [ablation.Shard.parse(f"{i}/4") for i in range(4)]
+    picked = [pos for s in shards for pos, _ in s.select(points)]
+    assert sorted(picked) == list(range(len(points)))  # every point once, none twice
+    assert [pos for pos, _ in shards[1].select(points)] == [1, 5]
+    assert ablation.Shard().select(points) == list(enumerate(points))
+
+
+@pytest.mark.parametrize("text", ["2/2", "1", "a/b", "0/0", "-1/3"])
+def test_bad_shard_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="--shard"):
+        ablation.Shard.parse(text)
 
 
 # ----------------------------------------------------------------------------- end to end
