@@ -46,7 +46,8 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from d3lm import runner
-from d3lm.config import EXPERIMENTS_DIR, load_config
+from d3lm.config import EXPERIMENTS_DIR, dotlist, flatten, load_config
+from d3lm.errors import D3lmError, NotFound
 from d3lm.evaluate import EvaluateOptions, build_extractors, evaluate_samples, write_metrics
 from d3lm.io import atomic_path, write_text
 from d3lm.metrics.motifs import MotifScanner
@@ -153,12 +154,12 @@ def grid_path(name: str | Path) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such grid file")
+            raise NotFound(f"{path}: no such grid file")
         return path
     path = GRIDS_DIR / f"{name}.yaml"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.yaml")))
-        raise FileNotFoundError(f"unknown ablation grid {name!r}; known grids: {known}")
+        raise NotFound(f"unknown ablation grid {name!r}; known grids: {known}")
     return path
 
 
@@ -170,7 +171,7 @@ def load_grid(name: str | Path, seeds: int | Sequence[int] | None = None) -> Gri
     known = {"experiment", "models", "seeds", "config", "by_scale", "train", "sample"}
     unknown = set(raw) - known
     if unknown:
-        raise ValueError(f"{path}: unknown grid keys {sorted(unknown)}")
+        raise D3lmError(f"{path}: unknown grid keys {sorted(unknown)}")
     seeds = raw.get("seeds", 3) if seeds is None else seeds
     return Grid(
         name=path.stem,
@@ -180,8 +181,8 @@ def load_grid(name: str | Path, seeds: int | Sequence[int] | None = None) -> Gri
         train=[_axis(path, n, spec) for n, spec in (raw.get("train") or {}).items()],
         sample=[_axis(path, n, spec) for n, spec in (raw.get("sample") or {}).items()],
         seeds=list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds],
-        config=_flatten(raw.get("config") or {}),
-        by_scale={k: _flatten(v or {}) for k, v in (raw.get("by_scale") or {}).items()},
+        config=flatten(raw.get("config") or {}),
+        by_scale={k: flatten(v or {}) for k, v in (raw.get("by_scale") or {}).items()},
     )
 
 
@@ -192,12 +193,12 @@ def _axis(path: Path, name: str, spec: Any) -> Axis:
         key, values = name, spec
     values = [values] if isinstance(values, str) else values
     if not isinstance(values, list) or not values:
-        raise ValueError(f"{path}: axis {name!r} needs a non-empty list of values")
+        raise D3lmError(f"{path}: axis {name!r} needs a non-empty list of values")
     settings: list[Setting] = []
     for value in values:
         if value == WILDCARD:
             if key not in PLUGIN_KEYS:
-                raise ValueError(
+                raise D3lmError(
                     f"{path}: axis {name!r}: '*' needs a plugin key ({', '.join(PLUGIN_KEYS)}), "
                     f"got {key!r}"
                 )
@@ -205,31 +206,19 @@ def _axis(path: Path, name: str, spec: Any) -> Axis:
             settings += [Setting(n, {key: n}) for n in PLUGIN_KEYS[key].names() if n not in listed]
         elif isinstance(value, Mapping):
             if "label" not in value or not isinstance(value.get("set"), Mapping):
-                raise ValueError(f"{path}: axis {name!r}: {value} needs `label` and `set`")
-            settings.append(Setting(str(value["label"]), _flatten(value["set"])))
+                raise D3lmError(f"{path}: axis {name!r}: {value} needs `label` and `set`")
+            settings.append(Setting(str(value["label"]), flatten(value["set"])))
         elif key is None:
-            raise ValueError(f"{path}: axis {name!r} has scalar values but no `key`")
+            raise D3lmError(f"{path}: axis {name!r} has scalar values but no `key`")
         else:
             settings.append(Setting(str(value), {key: value}))
     labels = [s.label for s in settings]
     bad = [label for label in labels if not label or any(c in label for c in "/\\ \t")]
     if bad:
-        raise ValueError(f"{path}: axis {name!r}: labels must be folder-name safe, got {bad}")
+        raise D3lmError(f"{path}: axis {name!r}: labels must be folder-name safe, got {bad}")
     if len(set(labels)) != len(labels):
-        raise ValueError(f"{path}: axis {name!r} repeats a label: {labels}")
+        raise D3lmError(f"{path}: axis {name!r} repeats a label: {labels}")
     return Axis(name, tuple(settings))
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; an empty mapping stays a value."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, f"{dotted}."))
-        else:
-            out[dotted] = value
-    return out
 
 
 def check_plugins(grid: Grid) -> None:
@@ -239,7 +228,7 @@ def check_plugins(grid: Grid) -> None:
             for key, value in setting.overrides.items():
                 registry = PLUGIN_KEYS.get(key)
                 if registry is not None and value not in registry:
-                    raise ValueError(
+                    raise D3lmError(
                         f"{grid.source}: axis {axis.name!r} value {setting.label!r} sets "
                         f"{key}={value!r}, not a registered {registry.kind} "
                         f"(known: {', '.join(registry.names())})"
@@ -280,17 +269,13 @@ class Plan:
         }
         cfg = load_config(
             self.scale,
-            overrides=[*_dotlist(layers), *self.overrides, *_dotlist({**axes, **identity})],
+            overrides=[*dotlist(layers), *self.overrides, *dotlist({**axes, **identity})],
         )
         if self.sei_weights:
             if "sei" not in cfg.evaluate.features:
                 cfg.evaluate.features.append("sei")
             cfg.evaluate.params.sei = {"weights": self.sei_weights}
         return cfg
-
-
-def _dotlist(overrides: Mapping[str, Any]) -> list[str]:
-    return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
 
 
 # ----------------------------------------------------------------------------------- status
@@ -335,7 +320,7 @@ def check_same_training(cfg: DictConfig, run_dir: Path) -> None:
     old = OmegaConf.load(saved)
     differ = [k for k in TRAINING_KEYS if OmegaConf.select(old, k) != OmegaConf.select(cfg, k)]
     if differ:
-        raise ValueError(
+        raise D3lmError(
             f"{run_dir}: trained with other {', '.join(differ)} than this grid point asks for; "
             "remove the folder or choose another runs_dir"
         )
@@ -346,7 +331,7 @@ def check_same_sampling(cfg: DictConfig, out: Path) -> None:
     trained runs may name sample points alike); its ``sample.yaml`` records them."""
     saved = out / "sample.yaml"
     if saved.exists() and OmegaConf.load(saved) != cfg.sample:
-        raise ValueError(
+        raise D3lmError(
             f"{out}: sampled with other settings than this grid point asks for ({saved}); "
             "remove the folder or name the axis differently"
         )
@@ -537,9 +522,9 @@ class Shard:
         try:
             index, count = (int(x) for x in text.split("/"))
         except ValueError:
-            raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+            raise D3lmError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
         if count < 1 or not 0 <= index < count:
-            raise ValueError(f"--shard {text!r}: need N >= 1 and 0 <= I < N")
+            raise D3lmError(f"--shard {text!r}: need N >= 1 and 0 <= I < N")
         return cls(index, count)
 
     def select(self, items: Sequence[Any]) -> list[tuple[int, Any]]:
@@ -605,7 +590,7 @@ def run_grid(
             replace_rows(results, rows)
     if results is None:
         where = f" for shard {shard.index}/{shard.count}" if shard.count > 1 else ""
-        raise ValueError(f"{grid.source}: the grid has no points{where}")
+        raise D3lmError(f"{grid.source}: the grid has no points{where}")
     if not dry_run:
         echo(f"results: {results}")
     return results

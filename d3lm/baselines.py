@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from d3lm.errors import D3lmError
 from d3lm.metrics.composition import ALPHABET, encode_concatenated, kmer_counts_codes
 from d3lm.registry import GENERATORS
 
@@ -109,7 +110,7 @@ class ShuffleGenerator(BaselineGenerator):
     def sample(self, n: int, length: int, seed: int = 0) -> list[str]:
         pool = [s for s in self.train if len(s) >= length]
         if not pool:
-            raise ValueError(f"shuffle: no fitted sequence is at least {length} bp long")
+            raise D3lmError(f"shuffle: no fitted sequence is at least {length} bp long")
         rng = random.Random(seed)
         picks = [pool[rng.randrange(len(pool))] for _ in range(n)]
         crops = [s[(len(s) - length) // 2 :][:length] for s in picks]
@@ -126,7 +127,7 @@ class MarkovGenerator(BaselineGenerator):
 
     def __init__(self, k: int = 5, pseudocount: float = 1.0) -> None:
         if k < 1:
-            raise ValueError(f"markov: order k must be >= 1, got {k}")
+            raise D3lmError(f"markov: order k must be >= 1, got {k}")
         self.k, self.pseudocount = k, pseudocount
 
     def fit(self, train: Sequence[str]) -> MarkovGenerator:
@@ -135,7 +136,7 @@ class MarkovGenerator(BaselineGenerator):
         self.cdf = np.cumsum(counts / counts.sum(1, keepdims=True), axis=1)
         start = kmer_counts_codes(codes, self.k).astype(np.float64)
         if start.sum() == 0:
-            raise ValueError(f"markov: no {self.k}-mer of ACGT in the training sequences")
+            raise D3lmError(f"markov: no {self.k}-mer of ACGT in the training sequences")
         self.start_cdf = np.cumsum(start / start.sum())
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,9 @@ import yaml
 from omegaconf import DictConfig
 
 from d3lm.config import load_config, load_run_config
+from d3lm.errors import D3lmError
 from d3lm.metrics.oracle_train import OracleConfig
+from d3lm.plugins import check_config, load_plugins
 
 CACHE_DIR = ".cache/d3lm"
 
@@ -52,19 +55,35 @@ def cmd_train(args: argparse.Namespace) -> None:
         cfg.resume = resume[-1]
     else:
         cfg = _config(args)
+    check_config(cfg)
     print(runner.train(cfg))
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from d3lm import runner
 
-    dotted = [o for o in args.overrides if "." in o.split("=", 1)[0]]
+    # a key under a top-level config section (sample.seed=1) is a config key; anything else
+    # (steps=25, order_params.noise=1) is a sampler parameter
+    sections = set(load_config())
+    dotted = [o for o in args.overrides if o.split("=", 1)[0].split(".", 1)[0] in sections]
     params = [f"sample.sampler.params.{o}" for o in args.overrides if o not in dotted]
     extra = [f"sample.{k}={v}" for k, v in (("n", args.n), ("bp", args.bp)) if v is not None]
     if args.sampler:
         extra.append(f"sample.sampler.name={args.sampler}")
     cfg = load_run_config(Path(args.run), [*dotted, *extra, *params])
+    check_config(cfg)
     print(runner.sample(cfg, Path(args.run), out=args.out, trace=args.trace))
+
+
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
 
 
 def _plugin_params(names: Sequence[str], pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -74,7 +93,9 @@ def _plugin_params(names: Sequence[str], pairs: Sequence[str]) -> dict[str, dict
         target, equals, value = pair.partition("=")
         name, _, key = target.partition(".")
         if name not in params or not key or not equals:
-            raise ValueError(f"{pair!r}: expected NAME.KEY=VALUE with NAME one of {list(params)}")
+            raise D3lmError(f"{pair!r}: expected NAME.KEY=VALUE with NAME one of {list(params)}")
+        if not key.isidentifier():
+            raise D3lmError(f"{pair!r}: {key!r} is not a parameter name")
         params[name][key] = yaml.safe_load(value)
     return params
 
@@ -90,6 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         motifs=not args.no_motifs,
         seed=args.seed,
         progress=not args.no_progress,
+        allow_lengths=args.allow_lengths,
     )
     out = args.out or args.samples.parent
     rows = evaluate_fasta(args.samples, args.reference, out, Path(args.cache_dir), options)
@@ -110,7 +132,9 @@ def cmd_oracle_train(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from d3lm import runner
 
-    print(runner.demo(_config(args)))
+    cfg = _config(args)
+    check_config(cfg)
+    print(runner.demo(cfg))
 
 
 def cmd_ablation(args: argparse.Namespace) -> None:
@@ -118,6 +142,31 @@ def cmd_ablation(args: argparse.Namespace) -> None:
 
     plan = Plan(load_grid(args.grid, args.seeds), args.scale, args.overrides, args.sei_weights)
     run_grid(plan, dry_run=args.dry_run, shard=Shard.parse(args.shard))
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    if args.space == "report":
+        from d3lm.sweeps.report import report
+
+        if args.overrides:
+            raise D3lmError(f"sweep report takes no key=value overrides: {args.overrides}")
+        print(report(args.study, args.storage, args.out or Path("reports/sweeps") / args.study))
+        return
+    from d3lm.sweeps import load_space, run_worker
+
+    if args.n_trials is None:
+        raise D3lmError("sweep: --n-trials N is required to run a sweep")
+    run_worker(
+        load_space(args.space, args.overrides, args.from_run),
+        args.study,
+        args.storage,
+        args.n_trials,
+        args.overrides,
+        worker=args.worker,
+        heartbeat=args.heartbeat,
+        grace=args.grace,
+        max_retry=args.max_retry,
+    )
 
 
 def _with_config_args(parser: argparse.ArgumentParser) -> None:
@@ -130,6 +179,9 @@ def _with_config_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="d3lm", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an input error too"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plugins", help="list registered plugins by kind")
@@ -149,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate sequences from a trained run into FASTA")
     p.add_argument("run", help="run folder (runs/<experiment>/<run>)")
     p.add_argument("--sampler", help="sampler preset name (d3lm plugins)")
-    p.add_argument("--n", type=int)
-    p.add_argument("--bp", type=int)
+    p.add_argument("--n", type=_positive, help="number of sequences")
+    p.add_argument("--bp", type=_positive, help="length of each sequence")
     p.add_argument("--out", type=Path)
     p.add_argument("--trace", type=Path, help="save the unmasking order (torch file)")
     p.add_argument(
@@ -174,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-split", default="train")
     p.add_argument("--no-motifs", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument(
+        "--allow-lengths",
+        action="store_true",
+        help="score samples whose lengths differ from each other or from the reference",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
 
@@ -202,6 +259,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="for every point")
     p.set_defaults(func=cmd_ablation)
 
+    p = sub.add_parser(
+        "sweep",
+        help="Optuna sweep worker (SPACE.yaml), or `report`; see README 'Sweeps on a cluster'",
+    )
+    p.add_argument("space", help="search-space YAML (sweeps/<name>.yaml), or `report`")
+    p.add_argument("--study", required=True, help="study name; trials go to runs/<study>/")
+    p.add_argument(
+        "--storage", required=True, help="sqlite:///FILE, journal:///FILE or postgresql://..."
+    )
+    p.add_argument("--n-trials", type=int, help="stop when the study has N finished trials")
+    p.add_argument(
+        "--worker",
+        type=int,
+        default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0)),
+        help="worker index, added to the sampler seed (default: $SLURM_ARRAY_TASK_ID or 0)",
+    )
+    p.add_argument("--heartbeat", type=int, default=60, help="seconds between heartbeats")
+    p.add_argument("--grace", type=int, help="seconds without heartbeat before a trial is failed")
+    p.add_argument("--max-retry", type=int, default=3, help="retries of a killed trial")
+    p.add_argument(
+        "--from-run", type=Path, help="sample this trained run in every trial (no training)"
+    )
+    p.add_argument("--out", type=Path, help="report folder (default reports/sweeps/<study>)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="for every trial")
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("demo", help="train, sample and evaluate one run; print the metric table")
     _with_config_args(p)
     p.set_defaults(func=cmd_demo)
@@ -218,8 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest:
         args.overrides = [*args.overrides, *rest]
     try:
+        load_plugins()  # entry-point plugins for every command, not just `d3lm plugins`
         args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
+    except D3lmError as err:
+        if args.debug:
+            raise
         print(f"d3lm: error: {err}", file=sys.stderr)
         return 2
     return 0

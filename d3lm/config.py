@@ -7,20 +7,25 @@ because each plugin validates its own parameters when it is built.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from d3lm.errors import D3lmError, NotFound
 
 EXPERIMENTS_DIR = Path(
     os.environ.get("D3LM_EXPERIMENTS", Path(__file__).parents[1] / "experiments")
 )
 
 
-class ConfigError(ValueError):
-    """A config names a key that base.yaml does not declare."""
+class ConfigError(D3lmError):
+    """A config names a key that base.yaml does not declare, or a value of the wrong type."""
 
 
 def _open_params(node: DictConfig) -> None:
@@ -38,7 +43,7 @@ def scale_path(scale: str) -> Path:
     path = EXPERIMENTS_DIR / "scales" / f"{scale}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in (EXPERIMENTS_DIR / "scales").glob("*.yaml"))
-        raise FileNotFoundError(f"unknown scale {scale!r}; known scales: {', '.join(known)}")
+        raise NotFound(f"unknown scale {scale!r}; known scales: {', '.join(known)}")
     return path
 
 
@@ -48,14 +53,15 @@ def load_config(
     overrides: Sequence[str] = (),
 ) -> DictConfig:
     """Merge base, scale, files and ``key=value`` overrides into one resolved config."""
-    config = OmegaConf.load(EXPERIMENTS_DIR / "base.yaml")
+    base = OmegaConf.load(EXPERIMENTS_DIR / "base.yaml")
+    config = base.copy()
     OmegaConf.set_struct(config, True)
     _open_params(config)
     layers: list[tuple[str, DictConfig]] = []
     if scale:
         layers.append((str(scale_path(scale)), OmegaConf.load(scale_path(scale))))
-    layers += [(str(f), OmegaConf.load(f)) for f in files]
-    layers.append(("command-line overrides", OmegaConf.from_dotlist(list(overrides))))
+    layers += [(str(f), _load_file(Path(f))) for f in files]
+    layers.append(("command-line overrides", _from_dotlist(overrides)))
     for source, layer in layers:
         try:
             config = OmegaConf.merge(config, layer)
@@ -63,13 +69,83 @@ def load_config(
             raise ConfigError(
                 f"{source}: {err.msg.splitlines()[0]} (not declared in base.yaml)"
             ) from None
-    OmegaConf.resolve(config)
+        _check_types(base, config, source)
+    try:
+        OmegaConf.resolve(config)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"config: {err.msg.splitlines()[0]}") from None
     return config
+
+
+def _load_file(path: Path) -> DictConfig:
+    """A YAML config layer; a missing, unreadable or non-mapping file is an error naming it."""
+    if not path.is_file():
+        raise NotFound(f"{path}: no such config file")
+    try:
+        layer = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{path}: not a valid YAML config: {reason}") from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{path}: a config file must hold a mapping of keys, not a list")
+    return layer
+
+
+def _from_dotlist(overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or not item.split("=", 1)[0]:
+            raise ConfigError(f"{item!r}: an override must be key=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
+        raise ConfigError(f"command-line overrides: {str(err).splitlines()[0]}") from None
+
+
+#: base.yaml's type of a key -> the value types an override may have (strings take anything).
+_ACCEPTS: dict[type, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float)}
+_NAMES = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def _check_types(base: DictConfig, config: DictConfig, source: str, prefix: str = "") -> None:
+    """A key that base.yaml declares as a number or boolean must stay one: ``max_steps=abc``
+    fails here, naming the layer and the key, not deep inside the trainer."""
+    for key in base:
+        default, value = base._get_node(key), config._get_node(key)
+        path = f"{prefix}{key}"
+        if isinstance(default, DictConfig):
+            if key != "params" and isinstance(value, DictConfig):
+                _check_types(default, value, source, f"{path}.")
+            continue
+        if value is None or default._is_interpolation() or value._is_interpolation():
+            continue
+        want, got = type(default._value()), value._value()
+        if want not in _ACCEPTS or got is None:
+            continue
+        if (isinstance(got, bool) and want is not bool) or not isinstance(got, _ACCEPTS[want]):
+            raise ConfigError(f"{source}: {path}: expected {_NAMES[want]}, got {got!r}")
 
 
 def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
     """The saved config of a run, with ``key=value`` overrides (e.g. a longer max_steps)."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
+        raise NotFound(f"{run_dir}: not a run folder (no config.yaml)")
     return load_config(files=[path], overrides=overrides)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}, the dotted keys of grid and sweep files; an empty mapping
+    stays a value."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def dotlist(overrides: Mapping[str, Any]) -> list[str]:
+    """{"a.b": [1, 2]} -> ["a.b=[1, 2]"]: values as JSON, so OmegaConf reads back their type."""
+    return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]

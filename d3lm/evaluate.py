@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ import d3lm.baselines  # noqa: F401  (registers the baseline generators)
 from d3lm.data.fasta import read_fasta
 from d3lm.data.recipes import prepare
 from d3lm.data.tables import load_table
-from d3lm.io import write_text
+from d3lm.errors import D3lmError
+from d3lm.io import check_writable, write_text
 from d3lm.metrics.composition import (
     composition,
     encode_concatenated,
@@ -109,7 +111,7 @@ def split_reference(
     order = np.random.default_rng(seed).permutation(len(reference))
     half = len(reference) // 2
     if half < 2:
-        raise ValueError(f"the reference needs at least 4 sequences, got {len(reference)}")
+        raise D3lmError(f"the reference needs at least 4 sequences, got {len(reference)}")
     return [reference[i] for i in order[:half]], [reference[i] for i in order[half:][:n_real]]
 
 
@@ -159,6 +161,7 @@ class EvaluateOptions:
     motifs: bool = True
     seed: int = 0
     progress: bool = True  #: bars on stderr (only when it is a terminal)
+    allow_lengths: bool = False  #: score samples whose lengths differ from the reference's
 
 
 def _quiet(progress: bool) -> bool | None:
@@ -177,16 +180,10 @@ def evaluate_samples(
 ) -> pd.DataFrame:
     """Tidy rows for the samples, the real-vs-real row and every baseline row."""
     if not samples:
-        raise ValueError("no samples to evaluate")
+        raise D3lmError("no samples to evaluate")
     length = int(pd.Series([len(s) for s in samples]).mode().iloc[0])
-    ref_lengths = {len(s) for s in reference}
-    if len(ref_lengths) == 1 and length not in ref_lengths:
-        raise ValueError(
-            f"the samples are {length} bp but every reference sequence is "
-            f"{ref_lengths.pop()} bp; oracle (max-pooled) and Sei (fixed window) features only "
-            f"compare sets of one length: evaluate against a {length}-bp reference "
-            "(recipes: promoters 2,048 bp, dhs 200 bp)"
-        )
+    if not options.allow_lengths:
+        check_reference_length(length, reference)
     ref_half, real = split_reference(reference, len(samples), options.seed)
     stages = tqdm(
         total=3 + len(options.baselines),  # reference features, then one per scored set
@@ -234,11 +231,15 @@ def evaluate_fasta(
     half). Writes ``metrics.json`` and ``metrics.csv`` (tidy rows) into ``out_dir``.
     """
     options = options or EvaluateOptions()
-    seqs = [seq for _, seq in read_fasta(samples)]
+    check_writable(Path(out_dir) / "metrics.json")
+    seqs = check_samples(samples, list(read_fasta(samples)), options.allow_lengths)
     table = load_table(reference, cache_dir)
     ref = table.loc[table["split"] == options.split, "sequence"].tolist()
     if not ref:
-        raise ValueError(f"{reference}: no sequences in split {options.split!r}")
+        splits = ", ".join(sorted(table["split"].unique()))
+        raise D3lmError(f"{reference}: no sequences in split {options.split!r} (splits: {splits})")
+    if not options.allow_lengths:
+        check_reference_length(len(seqs[0]), ref)  # before the feature extractors load
     train = table.loc[table["split"] == options.train_split, "sequence"].tolist() or None
     extractors = build_extractors(options.features, cache_dir)
     motifs = MotifScanner() if options.motifs else None
@@ -246,6 +247,48 @@ def evaluate_fasta(
     write_metrics(rows, Path(out_dir) / "metrics.json")
     write_text(Path(out_dir) / "metrics.csv", rows.to_csv(index=False))
     return rows
+
+
+_NOT_ACGT = re.compile(r"[^ACGT]")
+
+
+def check_reference_length(length: int, reference: Sequence[str]) -> None:
+    """Samples of ``length`` bp against a reference of one other length are refused: oracle
+    (max-pooled) and Sei (fixed window) features only compare sets of one length."""
+    ref_lengths = {len(s) for s in reference}
+    if len(ref_lengths) == 1 and length not in ref_lengths:
+        raise D3lmError(
+            f"the samples are {length} bp but every reference sequence is "
+            f"{ref_lengths.pop()} bp: evaluate against a {length}-bp reference "
+            "(recipes: promoters 2,048 bp, dhs 200 bp) or pass --allow-lengths"
+        )
+
+
+def check_samples(
+    path: Path, records: Sequence[tuple[str, str]], allow_lengths: bool = False
+) -> list[str]:
+    """The sequences of a samples file, refused (naming the file and record) when empty, when a
+    record holds anything but ACGT, or when lengths differ (unless ``allow_lengths``): every
+    metric here compares sets of one length, and an N or a stray character would be scored as
+    if it were DNA."""
+    if not records:
+        raise D3lmError(f"{path}: no sequences to evaluate")
+    for name, seq in records:
+        bad = _NOT_ACGT.search(seq)
+        if bad:
+            raise D3lmError(
+                f"{path}: record {name!r}: {bad.group()!r} at position {bad.start() + 1} is not "
+                "A, C, G or T"
+            )
+    lengths = {len(seq) for _, seq in records}
+    if len(lengths) > 1 and not allow_lengths:
+        name, seq = next((n, s) for n, s in records if len(s) != len(records[0][1]))
+        raise D3lmError(
+            f"{path}: record {name!r} is {len(seq)} bp, record {records[0][0]!r} "
+            f"{len(records[0][1])} bp; samples of several lengths are only scored with "
+            "--allow-lengths"
+        )
+    return [seq for _, seq in records]
 
 
 def oracle_train(dataset: str, cache_dir: Path, config: OracleConfig | None = None) -> dict:

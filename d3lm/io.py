@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from d3lm.errors import D3lmError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -38,3 +40,19 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[IO[str]], None]) 
     """Atomically write a text file produced by ``writer(handle)``."""
     with atomic_path(path) as tmp, open(tmp, "w") as handle:
         writer(handle)
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Fail now, naming ``path``, if a file cannot be written there later (a folder in its
+    place, a parent that is a file, no permission), so no long job runs only to lose its output.
+    Creates the missing parent folders, as the atomic write would."""
+    target = Path(path)
+    if target.is_dir():
+        raise D3lmError(f"{target}: is a directory; give a file path")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=target.parent)
+    except OSError as err:
+        raise D3lmError(f"{target}: cannot write here: {err.strerror or err}") from None
+    os.close(fd)
+    os.unlink(probe)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from typing import Any
 
-from d3lm.registry import REGISTRIES
+from omegaconf import DictConfig, OmegaConf
+
+from d3lm.registry import BACKBONES, OBJECTIVES, REGISTRIES, SAMPLERS, SCHEDULES, TOKENIZERS
+from d3lm.tokenizers.base import Tokenizer
 
 BUILTIN = (
     "d3lm.tokenizers",
@@ -33,3 +37,25 @@ def catalogue() -> dict[str, dict[str, str]]:
     """Kind -> {name: one-line description} of every registered plugin."""
     load_plugins()
     return {kind: registry.describe() for kind, registry in REGISTRIES.items()}
+
+
+def _params(node: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True) if node else {}  # type: ignore[return-value]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Build every plugin a config names (cheap: no network, no data), so an unknown name, a
+    parameter a plugin does not take or a value it refuses fails before a run folder exists or
+    a long job starts, naming the plugin. The objective is only checked for its parameter names:
+    it is built around a schedule and the tokenizer's mask id; so is a tokenizer that is fitted
+    to the training data first."""
+    load_plugins()
+    tokenizer = TOKENIZERS.get(cfg.tokenizer.name)
+    if getattr(tokenizer.fit, "__func__", None) is Tokenizer.fit.__func__:
+        TOKENIZERS.build(cfg.tokenizer.name, _params(cfg.tokenizer.params))
+    else:  # one that learns from the data (bpe) is only whole once fitted: check its names
+        TOKENIZERS.check(cfg.tokenizer.name, _params(cfg.tokenizer.params))
+    BACKBONES.build(cfg.model.preset, _params(cfg.model.params))
+    SCHEDULES.build(cfg.diffusion.schedule.name, _params(cfg.diffusion.schedule.params))
+    OBJECTIVES.check(cfg.diffusion.objective.name, _params(cfg.diffusion.objective.params))
+    SAMPLERS.build(cfg.sample.sampler.name, _params(cfg.sample.sampler.params))

@@ -10,13 +10,15 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
+from d3lm.errors import D3lmError, PluginParamError
+
 T = TypeVar("T")
 
 #: Every registry created, by plugin kind; ``d3lm plugins`` lists these.
 REGISTRIES: dict[str, Registry[Any]] = {}
 
 
-class UnknownPluginError(KeyError):
+class UnknownPluginError(D3lmError, KeyError):
     """Raised for a name that no plugin of a kind registered."""
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -54,15 +56,32 @@ class Registry(Generic[T]):
             ) from None
 
     def build(self, name: str, params: Mapping[str, Any] | None = None, **extra: Any) -> T:
-        """Instantiate plugin ``name`` with ``params`` (from a config) and ``extra`` (from code)."""
+        """Instantiate plugin ``name`` with ``params`` (from a config) and ``extra`` (from code).
+
+        A parameter the plugin does not take, or a value its constructor refuses (``ValueError``),
+        or a ``TypeError`` (a value of the wrong type) is a :class:`PluginParamError` naming the
+        plugin, so the CLI reports it as bad input; ``--debug`` shows the original."""
         factory = self.get(name)
         kwargs = {**(params or {}), **extra}
+        self.check(name, kwargs, partial=False)
         try:
-            inspect.signature(factory).bind(**kwargs)
+            return factory(**kwargs)
+        except (ValueError, TypeError) as err:
+            if isinstance(err, D3lmError):
+                raise
+            raise PluginParamError(f"{self.kind} {name!r}: {err}") from err
+
+    def check(self, name: str, params: Mapping[str, Any], partial: bool = True) -> None:
+        """Fail unless plugin ``name`` exists and takes every key of ``params`` (and, unless
+        ``partial``, gets every required one); builds nothing, so a command can check its whole
+        config before it starts working."""
+        factory = self.get(name)
+        signature = inspect.signature(factory)
+        try:
+            signature.bind_partial(**params) if partial else signature.bind(**params)
         except TypeError as err:
-            accepted = ", ".join(inspect.signature(factory).parameters) or "(none)"
-            raise TypeError(f"{self.kind} {name!r}: {err}; it accepts: {accepted}") from None
-        return factory(**kwargs)
+            accepted = ", ".join(signature.parameters) or "(none)"
+            raise PluginParamError(f"{self.kind} {name!r}: {err}; it accepts: {accepted}") from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

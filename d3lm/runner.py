@@ -7,11 +7,17 @@ A run lives in ``runs/<experiment>/<run>/``: ``config.yaml`` (resolved), ``check
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
 import json
 import os
+import pickle
+import shutil
 import subprocess
 import time
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +27,16 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from d3lm.data.datamodule import SequenceDataModule
 from d3lm.data.fasta import read_fasta, write_fasta
 from d3lm.data.tables import load_table
+from d3lm.errors import D3lmError, NotFound
 from d3lm.evaluate import EvaluateOptions, build_extractors, evaluate_samples, write_metrics
-from d3lm.io import atomic_path, write_text
-from d3lm.lit.diffusion_lm import DiffusionLM
+from d3lm.io import atomic_path, check_writable, write_text
+from d3lm.lit.diffusion_lm import DiffusionLM, NonFinite
 from d3lm.metrics.motifs import MotifScanner
 from d3lm.registry import SAMPLERS, TOKENIZERS
 from d3lm.sampling.causal import network_denoiser
@@ -77,11 +85,112 @@ def new_run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.runs_dir) / cfg.experiment / name
 
 
+class RunExists(D3lmError, FileExistsError):
+    """A new run was given the folder of a run that has a checkpoint."""
+
+
+class WriteConfig(L.Callback):
+    """Writes the run's ``config.yaml`` (rank 0) when training starts: after a resume's
+    checkpoint has been restored, so a resume that fails leaves the saved config as it was."""
+
+    def __init__(self, run_dir: Path, cfg: DictConfig) -> None:
+        self.path, self.cfg = Path(run_dir) / "config.yaml", cfg
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            write_text(self.path, OmegaConf.to_yaml(self.cfg))
+
+
+#: Values the trainer would not check, or would accept and then train nothing (max_steps=0
+#: saves an untouched model, lr=0 never moves it); ``train`` refuses them before starting.
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "trainer.max_steps": (lambda v: v >= 1, ">= 1"),
+    "trainer.num_nodes": (lambda v: v >= 1, ">= 1"),
+    "trainer.val_check_interval": (lambda v: v >= 1, ">= 1"),
+    "trainer.checkpoint_every_n_steps": (lambda v: v >= 1, ">= 1"),
+    "trainer.log_every_n_steps": (lambda v: v >= 1, ">= 1"),
+    "trainer.limit_val_batches": (lambda v: v >= 0, ">= 0"),
+    "trainer.gradient_clip_val": (lambda v: v >= 0, ">= 0"),
+    "optim.lr": (lambda v: v > 0, "> 0"),
+    "optim.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "optim.warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "optim.min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "data.batch_size": (lambda v: v >= 1, ">= 1"),
+    "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
+    "data.num_workers": (lambda v: v >= 0, ">= 0"),
+}
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    for key, (ok, wanted) in RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
+            raise D3lmError(f"{key}={value!r}: must be {wanted}")
+
+
+#: What every d3lm checkpoint holds, what a resume needs besides, and the model's hyperparameters.
+CHECKPOINT_KEYS = ("state_dict", "hyper_parameters", "global_step")
+RESUME_KEYS = ("optimizer_states", "lr_schedulers", "loops")
+MODEL_HPARAMS = ("tokenizer", "model", "diffusion", "optim", "max_steps")
+
+
 def last_checkpoint(run_dir: Path) -> Path:
     path = Path(run_dir) / "checkpoints" / "last.ckpt"
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: no checkpoints/last.ckpt to resume or sample from")
+        raise NotFound(f"{run_dir}: no checkpoints/last.ckpt to resume or sample from")
     return path
+
+
+def read_checkpoint(path: Path, resume: bool = False) -> dict[str, Any]:
+    """A d3lm checkpoint, loaded weights-only (tensors and plain data, never code).
+
+    An empty, truncated or foreign file, or one without what a model (``resume``: and the
+    trainer) needs, is a D3lmError naming the file and the reason.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise D3lmError(f"{path}: empty file, not a checkpoint")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its index is at the end
+        raise D3lmError(f"{path}: not a checkpoint, or truncated (no complete torch archive)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        raise D3lmError(
+            f"{path}: not a d3lm checkpoint (it holds objects other than tensors and plain data)"
+        ) from None
+    except (RuntimeError, ValueError, EOFError, KeyError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise D3lmError(f"{path}: unreadable checkpoint: {reason}") from None
+    wanted = CHECKPOINT_KEYS + (RESUME_KEYS if resume else ())
+    missing = [k for k in wanted if not isinstance(saved, dict) or k not in saved]
+    if not missing:
+        hparams = saved["hyper_parameters"]
+        hparams = hparams if isinstance(hparams, dict) else {}
+        missing = [f"hyper_parameters.{k}" for k in MODEL_HPARAMS if k not in hparams]
+    if missing:
+        what = "a checkpoint to resume training from" if resume else "a d3lm checkpoint"
+        raise D3lmError(f"{path}: not {what}: no {', '.join(missing)}")
+    return saved
+
+
+def load_weights(model: DiffusionLM, saved: dict[str, Any], path: Path, what: str) -> None:
+    """Load a checkpoint's weights into ``model``; weights that do not fit are a D3lmError."""
+    try:
+        result = model.load_state_dict(saved["state_dict"], strict=False)
+    except RuntimeError as err:  # wrong shapes
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        raise D3lmError(f"{path}: weights do not fit {what}: {'; '.join(lines[:2])}") from None
+    wrong = [*result.missing_keys, *result.unexpected_keys]
+    if wrong:
+        raise D3lmError(
+            f"{path}: weights do not fit {what}: {len(result.missing_keys)} missing and "
+            f"{len(result.unexpected_keys)} unexpected tensors (first: {wrong[0]})"
+        )
 
 
 def data_table(cfg: DictConfig) -> pd.DataFrame:
@@ -99,22 +208,33 @@ def build_datamodule(
         eval_batch_size=cfg.data.eval_batch_size,
         num_workers=cfg.data.num_workers,
         seed=cfg.seed,
+        limit_val_batches=cfg.trainer.limit_val_batches,
+        source=f"data.dataset={cfg.data.dataset}",
     )
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()
+) -> L.Trainer:
+    """The run's trainer; ``callbacks`` come after the run's own (a sweep's pruning hook).
+
+    Under DDP the datamodule shares out the batches itself (``use_distributed_sampler=False``):
+    each process takes its slice of the global batch, in the one-process order.
+    """
     t = cfg.trainer
     every = min(t.checkpoint_every_n_steps, t.max_steps)
     return L.Trainer(
         max_steps=t.max_steps,
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
         strategy=t.strategy,
+        use_distributed_sampler=False,
         precision=t.precision,
         gradient_clip_val=t.gradient_clip_val,
         val_check_interval=min(t.val_check_interval, t.max_steps),
         check_val_every_n_epoch=None,
-        limit_val_batches=t.limit_val_batches,
+        limit_val_batches=None if t.limit_val_batches else 0,  # the datamodule applies it
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
         default_root_dir=run_dir,
@@ -129,22 +249,42 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             ),
             LearningRateMonitor(logging_interval="step"),
             CPUTime(),
+            *callbacks,
         ],
         plugins=[AtomicCheckpointIO()],
     )
 
 
-def train(cfg: DictConfig) -> Path:
-    """Train (or resume) a DiffusionLM; return the run folder."""
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
+    """Train (or resume) a DiffusionLM with ``callbacks`` added to the trainer's; return the run
+    folder.
+
+    Everything is checked before the trainer starts: value ranges, a resume's checkpoint and that
+    this config's model fits its weights, the data's split sizes. ``config.yaml`` is written as
+    training starts, so a failed resume leaves the run as it was; a new run that fails before its
+    first checkpoint leaves no folder behind. A non-finite loss stops the run, keeping the last
+    checkpoint.
+    """
+    check_ranges(cfg)
     run_dir = Path(cfg.resume) if cfg.resume else new_run_dir(cfg)
-    ckpt = last_checkpoint(run_dir) if cfg.resume else None
-    if ckpt is None and (run_dir / "checkpoints").exists():
-        raise FileExistsError(f"{run_dir} holds a run already; resume it with resume={run_dir}")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = read_checkpoint(last_checkpoint(run_dir), resume=True) if cfg.resume else None
+    if saved is None and last.exists():
+        raise RunExists(f"{run_dir} holds a run already; resume it with resume={run_dir}")
+    if saved is not None and saved["global_step"] >= cfg.trainer.max_steps:
+        raise D3lmError(
+            f"{last}: trained {saved['global_step']} steps already; "
+            f"trainer.max_steps={cfg.trainer.max_steps} asks for no more"
+        )
+    trainer = build_trainer(cfg, run_dir, [WriteConfig(run_dir, cfg), *callbacks])
+    if trainer.world_size > 1 and not cfg.run and not cfg.resume:
+        raise D3lmError(
+            f"{trainer.world_size} processes need run=NAME, so that all write to one run folder"
+        )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     table = data_table(cfg)
     model = DiffusionLM(
-        tokenizer=fitted_tokenizer(cfg, table, ckpt),
+        tokenizer=fitted_tokenizer(cfg, table, saved),
         model=_plain(cfg.model),
         diffusion=_plain(cfg.diffusion),
         optim=_plain(cfg.optim),
@@ -152,24 +292,54 @@ def train(cfg: DictConfig) -> Path:
         seed=cfg.seed,
     )
     datamodule = build_datamodule(cfg, model.tokenizer, table)
-    if ckpt is None and cfg.model.init_output_bias:
+    datamodule.check(trainer.world_size)
+    if saved is not None:
+        load_weights(model, saved, last, "the model this config describes")
+    elif cfg.model.init_output_bias:
         model.init_output_bias(datamodule.train_ids())
-    trainer = build_trainer(cfg, run_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    new = saved is None and trainer.is_global_zero
+    if new:
+        _discard(run_dir)  # what a run killed before its first checkpoint left
+    try:
+        resume = last if saved is not None else None
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        trainer.save_checkpoint(last, weights_only=False)  # the whole state, not weights only
+    except BaseException as err:
+        kept = last.exists()
+        if new and not kept:
+            _discard(run_dir)
+        if isinstance(err, NonFinite):
+            where = (
+                f"the last checkpoint is kept ({last}, step {read_checkpoint(last)['global_step']})"
+                if kept
+                else "no checkpoint had been written, so the run folder is removed"
+            )
+            raise D3lmError(f"{run_dir}: {err}; {where}") from None
+        raise
     return run_dir
 
 
-def fitted_tokenizer(cfg: DictConfig, table: pd.DataFrame, ckpt: Path | None) -> dict[str, Any]:
+def _discard(run_dir: Path) -> None:
+    """Remove what a new run writes before its first checkpoint, then its folder if empty."""
+    with contextlib.suppress(FileNotFoundError):
+        (run_dir / "config.yaml").unlink()
+    for sub in ("logs", "checkpoints"):
+        shutil.rmtree(run_dir / sub, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
+
+
+def fitted_tokenizer(
+    cfg: DictConfig, table: pd.DataFrame, saved: dict[str, Any] | None
+) -> dict[str, Any]:
     """The tokenizer section the model is built with (and saves in its hyperparameters).
 
     A new run lets the plugin learn from the training split (``Tokenizer.fit``; fixed tokenisers
     learn nothing), cached under ``cache_dir/tokenizers`` by a hash of the plugin, its params
     and the split, so an ablation grid fits once; a resumed run keeps its checkpoint's, the ids
-    its weights were trained on.
+    its weights were trained on (``saved``: its checkpoint).
     """
-    if ckpt is not None:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    if saved is not None:
         return saved["hyper_parameters"]["tokenizer"]
     spec = _plain(cfg.tokenizer)
     params = spec.get("params") or {}
@@ -186,9 +356,12 @@ def fitted_tokenizer(cfg: DictConfig, table: pd.DataFrame, ckpt: Path | None) ->
 
 
 def load_model(run_dir: Path, checkpoint: Path | None = None) -> DiffusionLM:
-    model = DiffusionLM.load_from_checkpoint(
-        checkpoint or last_checkpoint(run_dir), map_location="cpu"
-    )
+    """The model of a run's last checkpoint (or of ``checkpoint``), checked as it is read."""
+    path = Path(checkpoint or last_checkpoint(run_dir))
+    saved = read_checkpoint(path)
+    hparams = saved["hyper_parameters"]
+    model = DiffusionLM(**{k: hparams[k] for k in MODEL_HPARAMS}, seed=hparams.get("seed", 0))
+    load_weights(model, saved, path, "the model its hyperparameters describe")
     return model.eval()
 
 
@@ -196,10 +369,15 @@ def sample(
     cfg: DictConfig, run_dir: Path, out: Path | None = None, trace: Path | None = None
 ) -> Path:
     """Generate ``cfg.sample.n`` sequences of exactly ``cfg.sample.bp`` bp into a FASTA file."""
+    s = cfg.sample
+    for key in ("n", "bp"):
+        if not isinstance(s[key], int) or s[key] < 1:
+            raise D3lmError(f"sample.{key}={s[key]!r}: must be a positive integer")
+    out = Path(out or Path(run_dir) / "samples.fasta")
+    check_writable(out)  # before the work, not after it
+    sampler = SAMPLERS.build(s.sampler.name, sampler_params(cfg))
     model = load_model(run_dir)
     tok = model.tokenizer
-    s = cfg.sample
-    sampler = SAMPLERS.build(s.sampler.name, _plain(s.sampler.params))
     autocast = getattr(torch, s.autocast) if s.autocast else None
     # A causal (AR) run reads its logits shifted, under causal attention: the objective says so.
     denoiser = network_denoiser(
@@ -220,7 +398,6 @@ def sample(
             f"sampler {s.sampler.name!r} returned {len(wrong)} sequences that are "
             f"not {s.bp} bp (first: index {wrong[0]})"
         )
-    out = out or Path(run_dir) / "samples.fasta"
     write_fasta(
         out,
         ((f"{cfg.experiment}/{Path(run_dir).name}/{i}", seq) for i, seq in enumerate(sequences)),
@@ -228,6 +405,16 @@ def sample(
     if trace is not None:
         torch.save({"trace": sampler.last_run.trace, "nfe": sampler.last_run.nfe}, trace)
     return out
+
+
+def sampler_params(cfg: DictConfig) -> dict[str, Any]:
+    """The sampler's parameters; a sampler that takes a noise ``schedule`` (the ``ancestral``
+    count reads it) gets the run's training schedule unless the user named one."""
+    params = _plain(cfg.sample.sampler.params)
+    factory = SAMPLERS.get(cfg.sample.sampler.name)
+    if "schedule" not in params and "schedule" in inspect.signature(factory).parameters:
+        params["schedule"] = _plain(cfg.diffusion.schedule)
+    return params
 
 
 def evaluate(cfg: DictConfig, run_dir: Path, samples: Path | None = None) -> pd.DataFrame:
@@ -295,8 +482,11 @@ def demo_report(rows: pd.DataFrame) -> str:
 
 
 def demo(cfg: DictConfig) -> str:
-    """Train, sample and evaluate one run; return the printable report."""
+    """Train, sample and evaluate one run; return the printable report. Under DDP every
+    process trains and process 0 alone samples, evaluates and writes the files."""
     run_dir = train(cfg)
+    if rank_zero_only.rank != 0:
+        return f"run: {run_dir}"
     sample(cfg, run_dir)
     return f"run: {run_dir}\n\n" + demo_report(evaluate(cfg, run_dir))
 

@@ -1,20 +1,129 @@
-"""LightningDataModule: a sequence table -> tokenised, padded tensors, batched by split."""
+"""LightningDataModule: a sequence table -> tokenised, padded tensors, batched by split.
+
+The data order is a pure function of the seed, and the processes of a DDP run split the very
+batches one process would draw, so that
+
+- a run killed mid-epoch resumes with the batch an uninterrupted run would draw next (the
+  training loader's ``state_dict`` is the number of steps taken, which Lightning saves in every
+  checkpoint), and
+- N processes together train on exactly the batches of a one-process run with the same global
+  batch, and validate on the same sequences.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from d3lm.errors import D3lmError
 from d3lm.tokenizers import Tokenizer
+
+
+class GlobalBatchSampler(Sampler[int]):
+    """This process's indices of the training split, epoch after epoch.
+
+    Epoch ``e`` is a permutation drawn from ``(seed, e)`` alone, cut into global batches of
+    ``global_batch`` (the incomplete last one dropped); process ``rank`` of ``world`` takes slice
+    ``rank`` of each. Lightning calls ``set_epoch`` at every epoch's start; ``start(step)`` puts
+    the next iteration at training step ``step`` (a resume).
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.rank, self.local_batch = rank, global_batch // world
+        self.batches = n // global_batch
+        self.epoch = 0
+        self.offset = 0  # batches of this epoch already taken: the next iteration skips them
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.offset = epoch, 0
+
+    def start(self, step: int) -> None:
+        self.epoch, self.offset = divmod(step, self.batches)
+
+    def __len__(self) -> int:
+        # A whole epoch, also when resuming inside one: Lightning counts the epoch's batches
+        # from its own restored position.
+        return self.batches * self.local_batch
+
+    def __iter__(self) -> Iterator[int]:
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
+        first, self.offset = self.offset, 0
+        for b in range(first, self.batches):
+            lo = b * self.global_batch + self.rank * self.local_batch
+            yield from order[lo : lo + self.local_batch].tolist()
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, resumable: Lightning saves its ``state_dict`` in each checkpoint.
+
+    The state is the number of training steps taken, read from ``steps`` when the checkpoint is
+    written; the loader's own count would include the batches Lightning has fetched ahead.
+    """
+
+    def __init__(
+        self,
+        dataset: TensorDataset,
+        sampler: GlobalBatchSampler,
+        steps: Callable[[], int],
+        num_workers: int,
+        seed: int,
+    ) -> None:
+        super().__init__(
+            dataset,
+            batch_size=sampler.local_batch,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            # its own generator: starting an epoch's iterator (one draw, for worker seeds)
+            # leaves the global RNG, which the checkpoint restores, alone
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self.steps = steps
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.steps()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.start(state["step"])
+
+
+class ValidationBatches(Sampler[list[int]]):
+    """This process's validation batches: the sequences of the first ``limit`` batches of
+    ``batch_size`` (None: the whole split), which one process would score, shared out in
+    contiguous blocks and batched by ``batch_size / world`` (rounded up). All processes together
+    score the one-process set, and each gets a batch while there are as many sequences."""
+
+    def __init__(
+        self, n: int, batch_size: int, limit: int | None = None, rank: int = 0, world: int = 1
+    ) -> None:
+        total = n if limit is None else min(n, limit * batch_size)
+        self.indices = range(rank * total // world, (rank + 1) * total // world)
+        self.size = -(-batch_size // world)
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for lo in range(0, len(self.indices), self.size):
+            yield list(self.indices[lo : lo + self.size])
 
 
 class SequenceDataModule(L.LightningDataModule):
     """Tokenises each split once (vectorised) and serves ``(ids,)`` batches.
 
-    Padding is to the longest sequence of the split; the model derives its attention mask from
-    ``tokenizer.pad_id``, so nothing else travels with the batch.
+    ``batch_size`` is the global batch: sequences per optimiser step over all processes, each
+    taking ``batch_size / world_size``; the ``limit_val_batches`` validation batches of
+    ``eval_batch_size`` (None: all) are shared out alike. Padding is to the longest sequence of
+    the split; the model derives its attention mask from ``tokenizer.pad_id``, so nothing else
+    travels with the batch. ``source`` names the data in error messages.
     """
 
     def __init__(
@@ -25,6 +134,8 @@ class SequenceDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        limit_val_batches: int | None = None,
+        source: str = "the data",
     ) -> None:
         super().__init__()
         self.table = table
@@ -33,12 +144,49 @@ class SequenceDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.limit_val_batches = limit_val_batches
+        self.source = source
         self._datasets: dict[str, TensorDataset] = {}
+
+    def split_sizes(self) -> dict[str, int]:
+        counts = self.table["split"].value_counts()
+        return {split: int(counts.get(split, 0)) for split in ("train", "valid", "test")}
+
+    def check(self, world_size: int = 1) -> None:
+        """Refuse, before training starts, data too small for one step or for one validation
+        batch per process, and a global batch that does not split evenly among the processes."""
+        sizes = self.split_sizes()
+        counts = ", ".join(f"{k} {v}" for k, v in sizes.items())
+        if self.batch_size % world_size:
+            raise D3lmError(
+                f"data.batch_size={self.batch_size} (the global batch) does not divide evenly "
+                f"among {world_size} processes"
+            )
+        if sizes["train"] < self.batch_size:
+            raise D3lmError(
+                f"{self.source}: {sizes['train']} training sequences, fewer than one batch of "
+                f"data.batch_size={self.batch_size} (sequences per split: {counts})"
+            )
+        if self.limit_val_batches == 0:
+            return
+        if sizes["valid"] == 0:
+            raise D3lmError(
+                f"{self.source}: no validation sequences (sequences per split: {counts}); "
+                "a file without a split column takes data.valid_fraction of its records"
+            )
+        share = ValidationBatches(sizes["valid"], self.eval_batch_size, self.limit_val_batches)
+        used = len(share.indices)
+        if used < world_size:
+            raise D3lmError(
+                f"{self.source}: {used} validation sequences (trainer.limit_val_batches="
+                f"{self.limit_val_batches} of data.eval_batch_size={self.eval_batch_size}, "
+                f"{sizes['valid']} in the split) for {world_size} processes: each needs one"
+            )
 
     def split_ids(self, split: str) -> torch.Tensor:
         rows = self.table[self.table["split"] == split]
         if rows.empty:
-            raise ValueError(f"the data has no rows in split {split!r}")
+            raise D3lmError(f"{self.source}: no sequences in split {split!r}")
         return self.tokenizer.batch_encode(list(rows["sequence"]), names=list(rows["name"]))
 
     def setup(self, stage: str | None = None) -> None:
@@ -51,20 +199,30 @@ class SequenceDataModule(L.LightningDataModule):
         self.setup("fit")
         return self._datasets["train"].tensors[0]
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            self._datasets[split],
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            num_workers=self.num_workers,
-            generator=generator,
-            persistent_workers=self.num_workers > 0,
-        )
+    def _ranks(self) -> tuple[int, int]:
+        """(this process's rank, processes), (0, 1) outside a trainer."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+
+    def _steps(self) -> int:
+        return self.trainer.global_step if self.trainer else 0
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        rank, world = self._ranks()
+        dataset = self._datasets["train"]
+        sampler = GlobalBatchSampler(len(dataset), self.batch_size, self.seed, rank, world)
+        return ResumableLoader(dataset, sampler, self._steps, self.num_workers, self.seed)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", self.eval_batch_size, shuffle=False)
+        rank, world = self._ranks()
+        dataset = self._datasets["valid"]
+        batches = ValidationBatches(
+            len(dataset), self.eval_batch_size, self.limit_val_batches, rank, world
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )

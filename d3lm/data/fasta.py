@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from d3lm.errors import D3lmError, NotFound
 from d3lm.io import write_with
 
 
 def _open(path: Path) -> IO[str]:
+    if path.is_dir():
+        raise D3lmError(f"{path}: is a directory, not a FASTA file")
+    if not path.exists():
+        raise NotFound(f"{path}: no such FASTA file")
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rt") if gzipped else open(path)
+
+
+#: What a damaged file raises while it is read: truncated gzip, bytes that are not text.
+_DAMAGED = (EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError)
 
 
 def read_fasta(path: str | os.PathLike[str]) -> Iterator[tuple[str, str]]:
@@ -24,6 +34,13 @@ def read_fasta(path: str | os.PathLike[str]) -> Iterator[tuple[str, str]]:
     (it usually means the file is not FASTA at all).
     """
     path = Path(path)
+    try:
+        yield from _records(path)
+    except _DAMAGED as err:
+        raise D3lmError(f"{path}: unreadable (truncated or not a text FASTA file): {err}") from None
+
+
+def _records(path: Path) -> Iterator[tuple[str, str]]:
     name: str | None = None
     chunks: list[str] = []
     with _open(path) as handle:
@@ -36,12 +53,10 @@ def read_fasta(path: str | os.PathLike[str]) -> Iterator[tuple[str, str]]:
                     yield name, "".join(chunks).upper()
                 fields = line[1:].split(maxsplit=1)
                 if not fields:
-                    raise ValueError(f"{path}: line {lineno}: FASTA header without a name")
+                    raise D3lmError(f"{path}: line {lineno}: FASTA header without a name")
                 name, chunks = fields[0], []
             elif name is None:
-                raise ValueError(
-                    f"{path}: line {lineno}: sequence data before the first '>' header"
-                )
+                raise D3lmError(f"{path}: line {lineno}: sequence data before the first '>' header")
             else:
                 chunks.append(line)
     if name is not None:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from d3lm.data.fasta import read_fasta
+from d3lm.errors import D3lmError
 
 _COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
 
@@ -43,7 +44,7 @@ def read_chromosomes(paths: Iterable[str | os.PathLike[str]]) -> dict[str, str]:
         for name, seq in read_fasta(path):
             chrom = normalise_chrom(name)
             if chrom in out:
-                raise ValueError(f"{path}: chromosome {chrom!r} appears twice")
+                raise D3lmError(f"{path}: chromosome {chrom!r} appears twice")
             out[chrom] = seq
     return out
 
@@ -59,7 +60,7 @@ def read_tss(path: str | os.PathLike[str]) -> pd.DataFrame:
             if not fields:
                 continue
             if len(fields) != 3 or fields[2] not in "+-" or not fields[1].isdigit():
-                raise ValueError(
+                raise D3lmError(
                     f"{path}: line {lineno}: expected 'chrom<TAB>0-based TSS<TAB>+|-', "
                     f"got {line.strip()!r}"
                 )

@@ -20,6 +20,7 @@ from typing import ClassVar
 import pandas as pd
 
 from d3lm.data.genome import WindowConfig, read_chromosomes, read_tss, tss_windows
+from d3lm.errors import D3lmError, NotFound
 from d3lm.io import atomic_path, write_text
 from d3lm.registry import DATASETS
 
@@ -101,7 +102,7 @@ class DHSRecipe(Recipe):
             tmp.write_bytes(archive.read(self.member))
         digest = sha256(tsv)
         if digest != self.member_sha256:
-            raise ValueError(
+            raise D3lmError(
                 f"{tsv}: SHA-256 {digest} does not match the pinned {self.member_sha256}; "
                 f"the {self.requirement} upload changed"
             )
@@ -117,7 +118,7 @@ class DHSRecipe(Recipe):
         )
         if frame["split"].isna().any():
             bad = raw.loc[frame["split"].isna(), "data_label"].unique()
-            raise ValueError(f"{tsv}: unknown data_label values {list(bad)}")
+            raise D3lmError(f"{tsv}: unknown data_label values {list(bad)}")
         provenance = {
             "recipe": self.name,
             "source": f"pip download --no-deps {self.requirement}",
@@ -155,10 +156,10 @@ def apt_member(member: DebMember, workdir: Path) -> tuple[Path, str]:
         root.mkdir(parents=True, exist_ok=True)
         _run(["dpkg", "-x", str(debs[-1]), str(root)], download)
     if not target.exists():
-        raise FileNotFoundError(f"{debs[-1]}: no file {member.path} in {member.package}")
+        raise NotFound(f"{debs[-1]}: no file {member.path} in {member.package}")
     digest = sha256(target)
     if digest != member.sha256:
-        raise ValueError(
+        raise D3lmError(
             f"{target}: SHA-256 {digest} does not match the pinned {member.sha256}; "
             f"{member.package} {version} ships a different file"
         )

@@ -7,15 +7,18 @@ same record lands in the same split on every machine.
 
 from __future__ import annotations
 
+import gzip
 import re
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from d3lm.data.fasta import read_fasta
 from d3lm.data.recipes import SPLITS, prepare
+from d3lm.errors import D3lmError, NotFound
 from d3lm.registry import DATASETS
 
 _INVALID = re.compile(r"[^ACGTN]")
@@ -35,11 +38,44 @@ READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
 }
 
 
+def read_file(path: Path) -> pd.DataFrame:
+    """Read a user's table, turning a directory, an empty, truncated or binary file into an error
+    that names the file and the reason."""
+    if path.is_dir():
+        raise D3lmError(f"{path}: is a directory; expected a sequence file")
+    reader = _reader(path)
+    if path.stat().st_size == 0:
+        raise D3lmError(f"{path}: empty file")
+    try:
+        frame = reader(path)
+    except D3lmError:
+        raise
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        EOFError,
+        gzip.BadGzipFile,
+        zlib.error,
+        pa.ArrowException,
+        OSError,
+    ) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise D3lmError(f"{path}: cannot read it as {_format(path)}: {reason}") from None
+    if frame.empty:
+        raise D3lmError(f"{path}: no records")
+    return frame
+
+
+def _format(path: Path) -> str:
+    return [s for s in path.suffixes if s != ".gz"][-1].lstrip(".")
+
+
 def _reader(path: Path) -> Callable[[Path], pd.DataFrame]:
     suffixes = [s for s in path.suffixes if s != ".gz"]
     if suffixes and suffixes[-1] in READERS:
         return READERS[suffixes[-1]]
-    raise ValueError(f"{path}: unknown table format; expected one of {', '.join(READERS)} (.gz ok)")
+    raise D3lmError(f"{path}: unknown table format; expected one of {', '.join(READERS)} (.gz ok)")
 
 
 def hash_split(names: pd.Series, valid_fraction: float, test_fraction: float) -> pd.Series:
@@ -59,24 +95,37 @@ def hash_split(names: pd.Series, valid_fraction: float, test_fraction: float) ->
 def validate(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """Upper-case sequences and reject bad records, naming the source, record and reason."""
     if "sequence" not in frame.columns:
-        raise ValueError(f"{source}: no 'sequence' column (columns: {list(frame.columns)})")
+        raise D3lmError(f"{source}: no 'sequence' column (columns: {list(frame.columns)})")
     frame = frame.copy()
     if "name" not in frame.columns:
         frame["name"] = [f"{source}:{i + 1}" for i in range(len(frame))]
+    missing = frame["sequence"].isna()
+    if missing.any():  # an empty CSV cell; str() would turn it into the valid 'NAN'
+        raise D3lmError(f"{source}: record {frame['name'][missing].iloc[0]!r}: empty sequence")
     frame["sequence"] = frame["sequence"].astype(str).str.upper()
     for name, seq in zip(frame["name"], frame["sequence"], strict=True):
         match = _INVALID.search(seq)
-        if not seq or match:
+        if not seq.strip("N") or match:
             reason = (
                 "empty sequence"
                 if not seq
-                else (f"invalid character {match.group()!r} at position {match.start() + 1}")
+                else f"invalid character {match.group()!r} at position {match.start() + 1}"
+                if match
+                else "only N"
             )
-            raise ValueError(f"{source}: record {name!r}: {reason}")
+            raise D3lmError(f"{source}: record {name!r}: {reason}")
+    repeated = frame["name"].astype(str).duplicated(keep=False)
+    if repeated.any():
+        names = frame["name"][repeated].astype(str)
+        raise D3lmError(
+            f"{source}: record name {names.iloc[0]!r} is used {int((names == names.iloc[0]).sum())}"
+            f" times ({names.nunique()} names repeat); names must be unique (the train/valid/test"
+            " split is a hash of the name)"
+        )
     bad_split = ~frame["split"].isin(SPLITS)
     if bad_split.any():
         row = frame[bad_split].iloc[0]
-        raise ValueError(
+        raise D3lmError(
             f"{source}: record {row['name']!r}: split {row['split']!r} is not one of "
             f"{', '.join(SPLITS)}"
         )
@@ -87,16 +136,24 @@ def load_table(
     source: str, cache_dir: Path, valid_fraction: float = 0.05, test_fraction: float = 0.05
 ) -> pd.DataFrame:
     """Load ``source`` (a registered dataset name or a file path) as a validated table."""
+    for key, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise D3lmError(f"data.{key}={value}: must be in [0, 1)")
+    if valid_fraction + test_fraction >= 1:
+        raise D3lmError(
+            f"data.valid_fraction + data.test_fraction = {valid_fraction + test_fraction}: "
+            "nothing is left to train on"
+        )
     if source in DATASETS:
         path = prepare(source, cache_dir)
     else:
         path = Path(source)
         if not path.exists():
-            raise FileNotFoundError(
+            raise NotFound(
                 f"data source {source!r} is neither a file nor a known dataset "
                 f"({', '.join(DATASETS.names())})"
             )
-    frame = _reader(path)(path)
+    frame = read_file(path)
     if "split" not in frame.columns:
         names = frame["name"] if "name" in frame.columns else pd.Series(range(len(frame)))
         frame["split"] = hash_split(names, valid_fraction, test_fraction)

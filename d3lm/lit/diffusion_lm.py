@@ -2,22 +2,64 @@
 
 The constructor takes the config sections as plain dicts so that a checkpoint alone rebuilds the
 model (``DiffusionLM.load_from_checkpoint``) with its tokenizer, schedule and objective.
+
+Exact resume: the training noise of a step is drawn from a generator seeded by (seed, process
+rank, step) alone, so a resumed run draws what an uninterrupted one would, with no generator
+state to carry; checkpoints also carry the global RNGs (torch CPU and CUDA, numpy, python) for
+any plugin that draws from them. A non-finite loss stops training before the weights change, and
+non-finite weights are never saved.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torchmetrics import MeanMetric
 
 import d3lm.diffusion  # noqa: F401  (registers schedules and objectives)
+from d3lm.errors import D3lmError
 from d3lm.model import LMHead, NTv2Encoder
 from d3lm.registry import BACKBONES, OBJECTIVES, SCHEDULES, TOKENIZERS
 from d3lm.tokenizers import Tokenizer
+
+#: The checkpoint entry holding the global RNG states.
+RNG_KEY = "d3lm_rng"
+
+
+class NonFinite(D3lmError):
+    """Training produced a non-finite loss or non-finite weights."""
+
+
+def noise_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of the training noise of ``step`` on process ``rank``."""
+    return int(np.random.SeedSequence((seed, rank, step)).generate_state(1, np.uint64)[0])
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNG states as plain data, which a weights-only ``torch.load`` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 def warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:
@@ -60,6 +102,7 @@ class DiffusionLM(L.LightningModule):
         self.register_buffer("token_lengths", self.tokenizer.token_lengths, persistent=False)
         self.val_loss = MeanMetric()
         self.val_bpn = MeanMetric()
+        self._resumed_rng: dict[str, Any] | None = None
 
     @torch.no_grad()
     def init_output_bias(self, ids: torch.Tensor) -> None:
@@ -96,17 +139,43 @@ class DiffusionLM(L.LightningModule):
         return loss, bpn, nucleotides
 
     def training_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, bpn, _ = self._loss(batch[0])
-        self.log_dict({"train/loss": loss, "train/bpn": bpn}, prog_bar=True)
+        step = self.global_step
+        seed = noise_seed(self.hparams.seed, self.global_rank, step)
+        loss, bpn, _ = self._loss(batch[0], torch.Generator(device=self.device).manual_seed(seed))
+        # The mean over processes is what is logged, and a non-finite value on any process stops
+        # them all here, before the weights change.
+        shown = self.trainer.strategy.reduce(torch.stack([loss, bpn]).detach(), reduce_op="mean")
+        if not bool(shown.isfinite().all()):
+            raise NonFinite(
+                f"training loss {shown[0].item():g} (bits/nt {shown[1].item():g}) at step "
+                f"{step + 1}; stopped before the weights changed"
+            )
+        self.log_dict({"train/loss": shown[0], "train/bpn": shown[1]}, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> None:
-        # A fixed noise draw per batch makes validation curves comparable across steps and runs.
+        # A fixed noise draw per batch makes validation curves comparable across steps and runs
+        # (under DDP each process draws it for its share of the batch).
         generator = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
         loss, bpn, nucleotides = self._loss(batch[0], generator)
         self.val_loss.update(loss, batch[0].shape[0])
         self.val_bpn.update(bpn, nucleotides)
         self.log_dict({"val/loss": self.val_loss, "val/bpn": self.val_bpn}, prog_bar=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        finite = torch.stack([p.detach().isfinite().all() for p in self.parameters()]).all()
+        if not finite:
+            raise NonFinite(f"the weights are not finite after step {self.global_step}; not saved")
+        checkpoint[RNG_KEY] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng = checkpoint.get(RNG_KEY)  # absent in checkpoints of earlier versions
+
+    def on_train_start(self) -> None:
+        # Set here, after Lightning's restore and sanity check, right before the first step.
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng)
+            self._resumed_rng = None
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams.optim

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from d3lm.errors import D3lmError
 from d3lm.io import atomic_path, write_text
 from d3lm.metrics.features.base import one_hot
 from d3lm.metrics.features.oracle import OracleCNN
@@ -56,7 +57,7 @@ def _split(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     part = frame[frame["split"] == name]
     if part.empty:
-        raise ValueError(f"{data}: no rows with split == {name!r}")
+        raise D3lmError(f"{data}: no rows with split == {name!r}")
     labels = torch.tensor(part["label"].map({c: i for i, c in enumerate(classes)}).to_numpy())
     return one_hot(part["sequence"].tolist()), labels
 

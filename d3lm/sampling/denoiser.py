@@ -1,7 +1,7 @@
 """What samplers see of a model: a feature call (the expensive network) and a cheap head.
 
 Splitting the two lets a sampler cache features between steps and run the head only at the
-positions it is about to commit; samplers never import a model class (DESIGN.md, imports).
+positions it is about to commit; samplers never import a model class (docs/design.md, imports).
 """
 
 from __future__ import annotations

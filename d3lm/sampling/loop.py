@@ -40,11 +40,14 @@ class RunStats:
 
 
 def _alpha_fn(schedule: Any) -> Callable[[float], float]:
-    """Accept a schedule name, any object with ``.alpha(t)``, or a callable ``alpha(t)``."""
+    """Accept a schedule name, a config ``{name, params}``, any object with ``.alpha(t)``, or a
+    callable ``alpha(t)``; None is the linear schedule."""
     if schedule is None:
         return lambda t: 1.0 - t
     if isinstance(schedule, str):
         schedule = SCHEDULES.build(schedule)
+    elif isinstance(schedule, Mapping):
+        schedule = SCHEDULES.build(schedule["name"], schedule.get("params"))
     fn = schedule.alpha if hasattr(schedule, "alpha") else schedule
     return lambda t: float(fn(torch.tensor(t, dtype=torch.float64)))
 

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from d3lm.errors import D3lmError
+
 #: Special tokens, in NT v2's id order (``<unk>`` = 0 ... ``<bos>`` = 5).
 SPECIAL_TOKENS = ("<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>")
 #: Nucleotides in NT v2's k-mer order; a nucleotide's code is its index here, ``N`` is 4.
@@ -58,10 +60,10 @@ class Tokenizer(abc.ABC):
         self.vocab: list[str] = list(vocab)
         index = {token: i for i, token in enumerate(self.vocab)}
         if len(index) != len(self.vocab):
-            raise ValueError("vocabulary has duplicate tokens")
+            raise D3lmError("vocabulary has duplicate tokens")
         missing = [t for t in SPECIAL_TOKENS if t not in index]
         if missing:
-            raise ValueError(f"vocabulary lacks special tokens {missing}")
+            raise D3lmError(f"vocabulary lacks special tokens {missing}")
         self.nucleotides_per_token = nucleotides_per_token
         self.add_cls = add_cls
         (self.unk_id, self.pad_id, self.mask_id, self.cls_id, self.eos_id, self.bos_id) = (
@@ -165,12 +167,12 @@ class Tokenizer(abc.ABC):
             ids = ids.detach().cpu().numpy()
         arr = np.asarray(ids, dtype=np.int64)
         if arr.ndim != 1:
-            raise ValueError(f"decode takes one sequence of ids, got shape {tuple(arr.shape)}")
+            raise D3lmError(f"decode takes one sequence of ids, got shape {tuple(arr.shape)}")
         bad = (arr < 0) | (arr >= self.vocab_size) | (arr == self.mask_id) | (arr == self.unk_id)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             what = self.vocab[arr[i]] if 0 <= arr[i] < self.vocab_size else "out of range"
-            raise ValueError(f"cannot decode id {int(arr[i])} ({what}) at token position {i}")
+            raise D3lmError(f"cannot decode id {int(arr[i])} ({what}) at token position {i}")
         return "".join(self._pieces[arr].tolist())
 
     def save_vocab(self, path: str | os.PathLike[str]) -> Path:
@@ -220,7 +222,7 @@ class Tokenizer(abc.ABC):
         if names is None:
             return [f"row {i}" for i in range(len(seqs))]
         if len(names) != len(seqs):
-            raise ValueError(f"got {len(names)} names for {len(seqs)} sequences")
+            raise D3lmError(f"got {len(names)} names for {len(seqs)} sequences")
         return list(names)
 
     @staticmethod
@@ -232,7 +234,7 @@ class Tokenizer(abc.ABC):
         too_long = np.flatnonzero(counts > length)
         if too_long.size:
             i = int(too_long[0])
-            raise ValueError(
+            raise D3lmError(
                 f"{_label(names[i])}: {int(counts[i])} tokens do not fit length={length}"
             )
         return length

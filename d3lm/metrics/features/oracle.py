@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from d3lm.errors import D3lmError
 from d3lm.metrics.features.base import FeatureExtractor, one_hot
 from d3lm.registry import FEATURE_EXTRACTORS
 
@@ -54,7 +55,7 @@ def load_oracle(path: str | os.PathLike[str]) -> tuple[OracleCNN, dict[str, obje
         model = OracleCNN(len(saved["classes"]), **saved["model"])
         model.load_state_dict(saved["state_dict"])
     except (KeyError, RuntimeError) as err:
-        raise ValueError(f"{path}: not an oracle checkpoint written by d3lm: {err}") from None
+        raise D3lmError(f"{path}: not an oracle checkpoint written by d3lm: {err}") from None
     return model.eval(), {k: v for k, v in saved.items() if k != "state_dict"}
 
 

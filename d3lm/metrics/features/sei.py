@@ -31,6 +31,7 @@ import torch
 from scipy.interpolate import BSpline
 from torch import nn
 
+from d3lm.errors import D3lmError
 from d3lm.metrics.features.base import FeatureExtractor, one_hot
 from d3lm.registry import FEATURE_EXTRACTORS
 
@@ -138,7 +139,7 @@ def load_sei_weights(model: Sei, path: str | os.PathLike[str]) -> None:
         if k in state and state[k].shape != v.shape
     )
     if missing or unexpected or mis_shaped:
-        raise ValueError(
+        raise D3lmError(
             f"{path}: not a Sei checkpoint; missing parameters: {missing or 'none'}; "
             f"unexpected parameters: {unexpected or 'none'}; wrong shapes: {mis_shaped or 'none'}"
         )
@@ -160,10 +161,10 @@ class SeiFeatures(FeatureExtractor):
         model: Sei | None = None,
     ) -> None:
         if layer not in _LAYERS:
-            raise ValueError(f"unknown Sei layer {layer!r}; choose one of {', '.join(_LAYERS)}")
+            raise D3lmError(f"unknown Sei layer {layer!r}; choose one of {', '.join(_LAYERS)}")
         if model is None:
             if weights is None:
-                raise ValueError("sei features need weights=PATH to the official sei.pth")
+                raise D3lmError("sei features need weights=PATH to the official sei.pth")
             model = Sei()
             load_sei_weights(model, weights)
         self.model = model.to(device).eval()
