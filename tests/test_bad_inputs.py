@@ -73,7 +73,18 @@ def world(tmp_path_factory: pytest.TempPathFactory, dna_table: Path, one_thread)
         "trainer.max_steps=2",
     ]
     assert main(argv) == 0
-    return World(root, dna_table, root / "runs" / "e" / "r")
+    run = root / "runs" / "e" / "r"
+    _fasta(root / "few.fa", good[:3])
+    ckpt = (run / "checkpoints" / "last.ckpt").read_bytes()
+    for name, data in (
+        ("truncated", ckpt[: len(ckpt) // 2]),
+        ("empty", b""),
+        ("random", bytes(range(256)) * 64),
+    ):
+        broken = root / "broken" / name
+        shutil.copytree(run, broken)
+        (broken / "checkpoints" / "last.ckpt").write_bytes(data)
+    return World(root, dna_table, run)
 
 
 def train(w: World, *extra: str) -> list[str]:
@@ -127,7 +138,10 @@ CASES: list[tuple[str, Callable[[World], list[str]], list[str]]] = [
         train_with("data.valid_fraction=0.5", "data.test_fraction=0.5"),
         ["data.test_fraction", "nothing is left"],
     ),
+    ("data-too-few", train_on("few.fa"), ["few.fa", "one batch"]),
     # ---- config
+    ("max-steps-zero", train_with("trainer.max_steps=0"), ["trainer.max_steps=0", ">= 1"]),
+    ("lr-zero", train_with("optim.lr=0"), ["optim.lr=0", "> 0"]),
     ("max-steps-text", train_with("trainer.max_steps=abc"), ["trainer.max_steps", "integer"]),
     ("max-steps-float", train_with("trainer.max_steps=2.5"), ["trainer.max_steps", "integer"]),
     ("lr-text", train_with("optim.lr=fast"), ["optim.lr", "number"]),
@@ -168,6 +182,14 @@ CASES: list[tuple[str, Callable[[World], list[str]], list[str]]] = [
     ("sample-out-folder", sample("--out", "{root}/folder"), ["folder", "is a directory"]),
     ("sample-out-under-file", sample("--out", "{root}/a_file/s.fa"), ["a_file", "cannot write"]),
     ("sample-run-missing", lambda w: ["sample", w.p("nope")], ["nope", "not a run folder"]),
+    ("ckpt-truncated", lambda w: ["sample", w.p("broken/truncated")], ["last.ckpt", "truncated"]),
+    ("ckpt-empty", lambda w: ["sample", w.p("broken/empty")], ["last.ckpt", "empty file"]),
+    ("ckpt-random", lambda w: ["sample", w.p("broken/random")], ["last.ckpt", "not a checkpoint"]),
+    (
+        "resume-truncated",
+        lambda w: ["train", f"resume={w.p('broken/truncated')}", "trainer.max_steps=4"],
+        ["last.ckpt", "truncated"],
+    ),
     ("sample-unknown-preset", sample("--sampler", "nope"), ["sampler 'nope'", "random"]),
     ("sample-unknown-order", sample("order=sideways"), ["unmask_order 'sideways'"]),
     ("sample-unknown-param", sample("stepz=10"), ["stepz", "accepts"]),
