@@ -169,6 +169,20 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_import_nt(args: argparse.Namespace) -> None:
+    from d3lm.model.hf_import import import_nt, write_run
+
+    print(write_run(import_nt(args.directory), args.out))
+
+
+def cmd_export_nt(args: argparse.Namespace) -> None:
+    from d3lm import runner
+    from d3lm.model.hf_import import export_nt
+
+    path = args.checkpoint if args.checkpoint.is_file() else runner.last_checkpoint(args.checkpoint)
+    print(export_nt(runner.read_checkpoint(path), args.out, args.format, source=path))
+
+
 def _with_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", help="experiments/scales/<SCALE>.yaml on top of base.yaml")
     parser.add_argument(
@@ -284,6 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="report folder (default reports/sweeps/<study>)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="for every trial")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser(
+        "import-nt", help="a local HuggingFace NT v2 folder -> a run folder (d3lm sample reads it)"
+    )
+    p.add_argument("directory", type=Path, help="config.json, model.safetensors or .bin, vocab.txt")
+    p.add_argument("--out", type=Path, required=True, help="the run folder to create")
+    p.set_defaults(func=cmd_import_nt)
+
+    p = sub.add_parser("export-nt", help="a run or checkpoint -> a HuggingFace NT v2 folder")
+    p.add_argument("checkpoint", type=Path, help="run folder (its last.ckpt) or checkpoint file")
+    p.add_argument("--out", type=Path, required=True, help="folder for the NT v2 files")
+    p.add_argument("--format", choices=["safetensors", "bin"], default="safetensors")
+    p.set_defaults(func=cmd_export_nt)
 
     p = sub.add_parser("demo", help="train, sample and evaluate one run; print the metric table")
     _with_config_args(p)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from d3lm.diffusion.schedules import NoiseSchedule
+from d3lm.diffusion.schedules import Linear, NoiseSchedule
 from d3lm.registry import OBJECTIVES
 
 #: ``logits = model(ids, attention_mask)`` with logits of shape (B, L, vocab).
@@ -18,6 +18,11 @@ Denoiser = Callable[[Tensor, Tensor | None], Tensor]
 # sampler's denoiser follow the objective without knowing its name:
 #   ``causal``: attention lets position i see positions <= i only;
 #   ``shift``: the logits at position i score the token at position i + shift.
+# ``stats["nll_nats"]`` is a likelihood bound (or the exact NLL), reported as bits/nt; an objective
+# whose loss bounds no likelihood (MLM) omits it and offers ``bound``, an objective whose
+# ``nll_nats`` validation reports for the same network instead. One that draws replacement tokens
+# (MLM) has ``set_real_tokens(real)``, which the LightningModule calls with the tokenizer's
+# non-special tokens.
 
 
 def token_ce(logits: Tensor, ids: Tensor, scored: Tensor, never_id: int) -> Tensor:
@@ -196,3 +201,93 @@ class Autoregressive:
         n_scored = scored.sum()
         loss = per_seq.sum() / n_scored.clamp_min(1)
         return loss, {"nll_nats": per_seq.detach().sum(), "n_maskable": n_scored}
+
+
+@OBJECTIVES.register("mlm")
+class MaskedLanguageModel:
+    """NT v2's pretraining (BERT's masked LM): 15 % of real tokens selected, 80/10/10 corrupted.
+
+    Each sequence selects exactly round(rate * n) of its n real tokens (at least one), uniformly
+    without replacement, as BERT's data pipeline does: a per-token coin would leave some short
+    sequences with nothing to predict and make the loss's denominator random. Each selected
+    token independently becomes the mask (``mask_fraction``), a token drawn uniformly from the
+    tokenizer's real tokens (``random_fraction``; never a special one) or stays as it is. The loss
+    is the mean CE over the selected positions (the mask token is never a prediction).
+
+    The loss bounds no likelihood, so ``stats`` has no ``nll_nats``: validation reports the
+    count-form diffusion ELBO of the same network (``bound``) as ``val/bpn``, comparable with
+    the diffusion runs', and this loss as ``val/loss``. ``schedule`` is not used.
+    """
+
+    causal = False
+    shift = 0
+
+    def __init__(
+        self,
+        mask_id: int,
+        schedule: NoiseSchedule | None = None,
+        rate: float = 0.15,
+        mask_fraction: float = 0.8,
+        random_fraction: float = 0.1,
+    ) -> None:
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"rate must lie in (0, 1], got {rate}")
+        if min(mask_fraction, random_fraction) < 0 or mask_fraction + random_fraction > 1:
+            raise ValueError(
+                "mask_fraction and random_fraction must be >= 0 with a sum <= 1, got "
+                f"{mask_fraction} and {random_fraction}"
+            )
+        self.mask_id = mask_id
+        self.rate = rate
+        self.mask_fraction = mask_fraction
+        self.random_fraction = random_fraction
+        self.bound = MaskedDiffusionByCount(schedule or Linear(), mask_id)
+        self.real_ids: Tensor | None = None
+
+    def set_real_tokens(self, real: Tensor) -> None:
+        """The tokens a random replacement is drawn from: ``real`` (vocab,) bool."""
+        if not real.any():
+            raise ValueError("the vocabulary has no real (non-special) token to draw")
+        self.real_ids = real.nonzero().flatten()
+
+    def corrupt(
+        self, ids: Tensor, maskable: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(corrupted ids, selected): the selected positions are those the loss scores."""
+        if self.real_ids is None:
+            raise RuntimeError("mlm: call set_real_tokens(real) before drawing random tokens")
+        n = maskable.sum(-1)
+        count = torch.where(n > 0, (self.rate * n + 0.5).floor().long().clamp_min(1), 0)
+        scores = torch.rand(ids.shape, generator=generator, device=ids.device)
+        rank = scores.masked_fill(~maskable, 2.0).argsort(-1).argsort(-1)
+        selected = (rank < count.unsqueeze(-1)) & maskable
+        action = torch.rand(ids.shape, generator=generator, device=ids.device)
+        real_ids = self.real_ids.to(ids.device)
+        draw = torch.randint(len(real_ids), ids.shape, generator=generator, device=ids.device)
+        masked = selected & (action < self.mask_fraction)
+        randomised = selected & ~masked & (action < self.mask_fraction + self.random_fraction)
+        noisy = torch.where(randomised, real_ids[draw], ids).masked_fill(masked, self.mask_id)
+        return noisy, selected
+
+    def loss(
+        self,
+        model: Denoiser,
+        ids: Tensor,
+        maskable: Tensor,
+        attention_mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Mean CE over the selected positions of the batch, and stats (no ``nll_nats``: see
+        the class). Pads (``attention_mask`` False) are never selected."""
+        if attention_mask is not None:
+            maskable = maskable & attention_mask
+        noisy, selected = self.corrupt(ids, maskable, generator)
+        ce = token_ce(model(noisy, attention_mask), ids, selected, self.mask_id)
+        n_selected = selected.sum()
+        n_maskable = maskable.sum()
+        stats = {
+            "n_maskable": n_maskable,
+            "n_selected": n_selected,
+            "masked_fraction": n_selected / n_maskable.clamp_min(1),
+        }
+        return ce.sum() / n_selected.clamp_min(1), stats

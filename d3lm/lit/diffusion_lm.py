@@ -99,6 +99,8 @@ class DiffusionLM(L.LightningModule):
         special = torch.zeros(self.tokenizer.vocab_size, dtype=torch.bool)
         special[self.tokenizer.special_ids] = True
         self.register_buffer("special", special, persistent=False)
+        if hasattr(self.objective, "set_real_tokens"):  # MLM draws random tokens from these
+            self.objective.set_real_tokens(~special)
         self.register_buffer("token_lengths", self.tokenizer.token_lengths, persistent=False)
         self.val_loss = MeanMetric()
         self.val_bpn = MeanMetric()
@@ -126,31 +128,36 @@ class DiffusionLM(L.LightningModule):
         return self.head(self.encoder(ids, attention_mask, causal=self.objective.causal))
 
     def _loss(
-        self, ids: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, ids: torch.Tensor, generator: torch.Generator | None = None, objective: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Return (loss, bits per nucleotide of the objective's NLL (the diffusion ELBO, or the
-        exact AR NLL), nucleotides in the batch)."""
+        exact AR NLL; None for a loss that bounds no likelihood, MLM's), nucleotides in the
+        batch) under ``objective`` (default: the training objective)."""
+        objective = objective or self.objective
         attention_mask = ids != self.tokenizer.pad_id
-        loss, stats = self.objective.loss(
+        loss, stats = objective.loss(
             self, ids, ~self.special[ids], attention_mask=attention_mask, generator=generator
         )
         nucleotides = self.token_lengths[ids].sum()
-        bpn = stats["nll_nats"] / nucleotides / math.log(2)
-        return loss, bpn, nucleotides
+        if "nll_nats" not in stats:
+            return loss, None, nucleotides
+        return loss, stats["nll_nats"] / nucleotides / math.log(2), nucleotides
 
     def training_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.global_step
         seed = noise_seed(self.hparams.seed, self.global_rank, step)
         loss, bpn, _ = self._loss(batch[0], torch.Generator(device=self.device).manual_seed(seed))
+        values = {"train/loss": loss} if bpn is None else {"train/loss": loss, "train/bpn": bpn}
         # The mean over processes is what is logged, and a non-finite value on any process stops
         # them all here, before the weights change.
-        shown = self.trainer.strategy.reduce(torch.stack([loss, bpn]).detach(), reduce_op="mean")
+        shown = self.trainer.strategy.reduce(
+            torch.stack(list(values.values())).detach(), reduce_op="mean"
+        )
         if not bool(shown.isfinite().all()):
-            raise NonFinite(
-                f"training loss {shown[0].item():g} (bits/nt {shown[1].item():g}) at step "
-                f"{step + 1}; stopped before the weights changed"
-            )
-        self.log_dict({"train/loss": shown[0], "train/bpn": shown[1]}, prog_bar=True)
+            what = f"training loss {shown[0].item():g}"
+            what += "" if bpn is None else f" (bits/nt {shown[1].item():g})"
+            raise NonFinite(f"{what} at step {step + 1}; stopped before the weights changed")
+        self.log_dict(dict(zip(values, shown, strict=True)), prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> None:
@@ -158,6 +165,9 @@ class DiffusionLM(L.LightningModule):
         # (under DDP each process draws it for its share of the batch).
         generator = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
         loss, bpn, nucleotides = self._loss(batch[0], generator)
+        bound = getattr(self.objective, "bound", None)
+        if bound is not None:  # MLM: val/bpn is the diffusion ELBO of the same network
+            _, bpn, nucleotides = self._loss(batch[0], generator, bound)
         self.val_loss.update(loss, batch[0].shape[0])
         self.val_bpn.update(bpn, nucleotides)
         self.log_dict({"val/loss": self.val_loss, "val/bpn": self.val_bpn}, prog_bar=True)
