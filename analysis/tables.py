@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from d3lm.ablation import load_grid
 from d3lm.io import write_text
 
 #: Reference rows, in table order, with the names the tables print.
@@ -95,7 +96,26 @@ def load_results(grid: str, axes: Sequence[str]) -> pd.DataFrame:
     missing = [axis for axis in axes if axis not in rows.columns]
     if missing:
         raise ValueError(f"{path}: no column for axis {missing}")
-    return rows
+    return in_grid_order(rows, grid, axes)
+
+
+def in_grid_order(rows: pd.DataFrame, grid: str, axes: Sequence[str]) -> pd.DataFrame:
+    """Rows sorted by the order of each axis's values in the grid file, so tables and figures
+    read as the grid does, whatever order parallel workers (``--shard``) finished in; values
+    the grid no longer lists (or a grid file that is gone) keep the results file's order."""
+    try:
+        spec = load_grid(grid)
+    except (OSError, ValueError):
+        return rows
+    labels = {a.name: [s.label for s in a.settings] for a in [*spec.train, *spec.sample]}
+    keys = []
+    for axis in axes:
+        order = labels.get(axis, [])
+        keys.append(rows[axis].map(lambda v, o=order: o.index(v) if v in o else len(o)))
+    if not keys:
+        return rows
+    position = pd.concat(keys, axis=1).apply(tuple, axis=1)
+    return rows.iloc[position.argsort(kind="stable")].reset_index(drop=True)
 
 
 def row_labels(rows: pd.DataFrame, axes: Sequence[str]) -> pd.Series:

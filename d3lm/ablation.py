@@ -546,6 +546,7 @@ def run_grid(
     with ``shard`` only that shard's training points."""
     grid = plan.grid
     check_plugins(grid)
+    runner.git_revision()  # read now: rows name the code this process started with
     scorer = Scorer()
     samples = grid.sample_points()
     todo = grid.train_points()

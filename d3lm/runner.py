@@ -8,6 +8,7 @@ A run lives in ``runs/<experiment>/<run>/``: ``config.yaml`` (resolved), ``check
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -491,7 +492,10 @@ def demo(cfg: DictConfig) -> str:
     return f"run: {run_dir}\n\n" + demo_report(evaluate(cfg, run_dir))
 
 
+@functools.cache
 def git_revision() -> str:
+    """The checkout's revision, read once per process: a long job records the code it loaded,
+    not a commit made while it ran."""
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

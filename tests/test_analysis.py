@@ -126,6 +126,18 @@ def test_summary_golden_values_and_bold(analysis_env: Path) -> None:
     assert list(table.index) == ["a", "b", "real DNA (held out)"]
 
 
+def test_results_come_back_in_grid_order(analysis_env: Path) -> None:
+    """Shards finish in any order: the table follows the grid file, not the results file."""
+    import tables
+
+    made = made_results("tokenization", seeds=1).iloc[::-1]
+    made.to_csv(analysis_env / "results" / "ablation-tokenization-micro.csv", index=False)
+    rows = tables.load_results("tokenization", ["tokenizer"])
+    generated = rows.loc[rows["set"] == "generated", "tokenizer"]
+    grid = [s.label for s in load_grid("tokenization").train[0].settings]
+    assert list(dict.fromkeys(generated)) == grid
+
+
 def test_missing_results_name_the_file_and_command(analysis_env: Path) -> None:
     import tables
 
