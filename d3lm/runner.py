@@ -284,14 +284,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
         )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     table = data_table(cfg)
-    model = DiffusionLM(
-        tokenizer=fitted_tokenizer(cfg, table, saved),
-        model=_plain(cfg.model),
-        diffusion=_plain(cfg.diffusion),
-        optim=_plain(cfg.optim),
-        max_steps=cfg.trainer.max_steps,
-        seed=cfg.seed,
-    )
+    model = build_model(cfg, fitted_tokenizer(cfg, table, saved))
     datamodule = build_datamodule(cfg, model.tokenizer, table)
     datamodule.check(trainer.world_size)
     if saved is not None:
@@ -318,6 +311,19 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
             raise D3lmError(f"{run_dir}: {err}; {where}") from None
         raise
     return run_dir
+
+
+def build_model(cfg: DictConfig, tokenizer: dict[str, Any] | None = None) -> DiffusionLM:
+    """The untrained module a config describes; ``tokenizer``: the fitted tokenizer section
+    (default: the config's, for tokenizers that learn nothing)."""
+    return DiffusionLM(
+        tokenizer=tokenizer or _plain(cfg.tokenizer),
+        model=_plain(cfg.model),
+        diffusion=_plain(cfg.diffusion),
+        optim=_plain(cfg.optim),
+        max_steps=cfg.trainer.max_steps,
+        seed=cfg.seed,
+    )
 
 
 def _discard(run_dir: Path) -> None:

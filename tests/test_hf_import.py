@@ -20,7 +20,6 @@ from d3lm.cli import main
 from d3lm.config import load_config
 from d3lm.data.fasta import read_fasta
 from d3lm.errors import D3lmError
-from d3lm.lit.diffusion_lm import DiffusionLM
 from d3lm.model.hf_import import export_nt, import_nt, write_run
 
 #: NT v2's vocabulary, spelled out from REFERENCES.md rather than taken from the tokenizer.
@@ -252,13 +251,7 @@ def test_tied_and_nucleotide_embeddings_export_to_the_same_logits(tmp_path: Path
         overrides=["model.params.tie_embeddings=true", "model.params.nucleotide_embeddings=true"],
     )
     torch.manual_seed(0)
-    model = DiffusionLM(
-        tokenizer=runner._plain(cfg.tokenizer),
-        model=runner._plain(cfg.model),
-        diffusion=runner._plain(cfg.diffusion),
-        optim=runner._plain(cfg.optim),
-        max_steps=10,
-    ).eval()
+    model = runner.build_model(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))

@@ -19,7 +19,6 @@ from d3lm.config import load_config
 from d3lm.diffusion import Linear
 from d3lm.diffusion.objectives import MaskedLanguageModel
 from d3lm.errors import PluginParamError
-from d3lm.lit.diffusion_lm import DiffusionLM
 from d3lm.registry import OBJECTIVES
 
 MASK, CLS, PAD, N_SPECIAL = 2, 3, 1, 6
@@ -148,13 +147,7 @@ def test_parameters_are_checked() -> None:
 
 def test_the_module_binds_real_tokens_and_validates_with_the_diffusion_bound() -> None:
     cfg = load_config("micro", overrides=["diffusion.objective.name=mlm"])
-    model = DiffusionLM(
-        tokenizer=runner._plain(cfg.tokenizer),
-        model=runner._plain(cfg.model),
-        diffusion=runner._plain(cfg.diffusion),
-        optim=runner._plain(cfg.optim),
-        max_steps=10,
-    )
+    model = runner.build_model(cfg)
     tok = model.tokenizer
     assert torch.equal(model.objective.real_ids, torch.arange(N_SPECIAL, tok.vocab_size))
     for module in (model.head.decoder, model.head.dense):
