@@ -21,7 +21,8 @@ NOTEBOOK = SCALE=$(SCALE) $(PY) analysis/$(1).py
 GRIDS := tokenization schedule sampling steps temperature
 ABLATIONS := $(GRIDS:%=ablation-%)
 
-.PHONY: venv demo test lint bench learnability clean tables figures table-main $(ABLATIONS)
+.PHONY: venv demo test lint bench learnability clean tables figures table-main \
+	table-understanding $(ABLATIONS)
 
 venv: $(STAMP)
 
@@ -61,12 +62,20 @@ table-main: $(STAMP)
 	$(ABLATE) main
 	$(call NOTEBOOK,main)
 
-tables: $(ABLATIONS) table-main
+# Pretrain diffusion and MLM models at equal compute, fine-tune them and a random init on every
+# task (experiments/understanding.yaml), then the MCC table and figure.
+table-understanding: $(STAMP)
+	$(VENV)/bin/d3lm understanding --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) \
+		$(if $(SHARD),--shard $(SHARD))
+	$(call NOTEBOOK,understanding)
+
+tables: $(ABLATIONS) table-main table-understanding
 
 # Re-runs every analysis notebook whose results exist (they read results/ only).
 figures: $(STAMP)
-	@for nb in $(GRIDS) main; do \
+	@for nb in $(GRIDS) main understanding; do \
 	  csv=$${D3LM_RESULTS:-results}/ablation-$$nb-$(SCALE).csv; \
+	  [ $$nb = understanding ] && csv=$${D3LM_RESULTS:-results}/understanding-$(SCALE).csv; \
 	  if [ -f $$csv ]; then echo "analysis/$$nb.py"; $(call NOTEBOOK,$$nb) > /dev/null || exit 1; \
 	  else echo "skip analysis/$$nb.py: no $$csv yet"; fi; \
 	done

@@ -7,7 +7,7 @@ and nothing else, so a table can be rebuilt, restyled or extended without touchi
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -145,13 +145,15 @@ def summarise(rows: pd.DataFrame, axes: Sequence[str], metrics: Sequence[str]) -
     )
 
 
-def best_rows(summary: pd.DataFrame) -> dict[str, set[str]]:
-    """Metric -> the generated rows that are best by :data:`GOALS` (ties: all of them);
-    metrics without a goal get none."""
+def best_rows(
+    summary: pd.DataFrame, goals: Mapping[str, str] = GOALS
+) -> dict[str, set[str]]:
+    """Metric -> the generated rows that are best by ``goals`` (ties: all of them); metrics
+    without a goal get none."""
     out = {}
     real = summary[summary["row"] == REFERENCE_SETS["real"]].set_index("metric")["mean"]
     for metric, group in summary[summary["generated"]].groupby("metric"):
-        goal = GOALS.get(metric)
+        goal = goals.get(metric)
         if goal is None or group["mean"].isna().all():
             continue
         if goal == "real":
@@ -176,10 +178,14 @@ def _cell(stats: pd.Series | None, bold: bool, latex: bool) -> str:
 
 
 def format_table(
-    summary: pd.DataFrame, metrics: Sequence[str], first_column: str, latex: bool = False
+    summary: pd.DataFrame,
+    metrics: Sequence[str],
+    first_column: str,
+    latex: bool = False,
+    goals: Mapping[str, str] = GOALS,
 ) -> pd.DataFrame:
     """Rows x metrics of "mean ± std" strings; the best generated row of each metric in bold."""
-    best = best_rows(summary)
+    best = best_rows(summary, goals)
     rows = list(summary["row"].cat.categories)
     table = pd.DataFrame(index=pd.Index(rows, name=first_column))
     for metric in [m for m in metrics if m in set(summary["metric"])]:
@@ -226,13 +232,14 @@ def write_table(
     first_column: str,
     stem: str,
     caption: str,
+    goals: Mapping[str, str] = GOALS,
 ) -> tuple[Path, Path]:
     """``reports/<scale>/<stem>.md`` and ``.tex``; returns both paths."""
     _, reports, _ = settings()
     seeds = int(summary.loc[summary["generated"], "count"].max())
     note = f"Mean ± std over {seeds} seed(s); bold: the best generated row of each column."
-    md = to_markdown(format_table(summary, metrics, first_column))
-    tex = to_latex(format_table(summary, metrics, first_column, latex=True))
+    md = to_markdown(format_table(summary, metrics, first_column, goals=goals))
+    tex = to_latex(format_table(summary, metrics, first_column, latex=True, goals=goals))
     md_path, tex_path = reports / f"{stem}.md", reports / f"{stem}.tex"
     write_text(md_path, f"{caption}\n\n{md}\n\n{note}\n")
     write_text(tex_path, f"% {caption}\n% {note}\n{tex}\n")

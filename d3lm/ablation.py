@@ -303,6 +303,7 @@ def evaluated(metrics: Path, features: Iterable[str]) -> dict[str, dict[str, flo
 TRAINING_KEYS = (
     "seed",
     "data.dataset",
+    "data.params",
     "data.batch_size",
     "tokenizer",
     "model",
@@ -318,7 +319,13 @@ def check_same_training(cfg: DictConfig, run_dir: Path) -> None:
     if not saved.exists() or trained_steps(run_dir) is None:
         return
     old = OmegaConf.load(saved)
-    differ = [k for k in TRAINING_KEYS if OmegaConf.select(old, k) != OmegaConf.select(cfg, k)]
+    # runs saved before data.params existed were built with the recipe's defaults
+    saved_default = {"data.params": {}}
+    differ = [
+        k
+        for k in TRAINING_KEYS
+        if OmegaConf.select(old, k, default=saved_default.get(k)) != OmegaConf.select(cfg, k)
+    ]
     if differ:
         raise D3lmError(
             f"{run_dir}: trained with other {', '.join(differ)} than this grid point asks for; "
@@ -392,7 +399,13 @@ class Scorer:
 
     def data(self, cfg: DictConfig) -> tuple[list[str], list[str]]:
         key = json.dumps(
-            [cfg.data.dataset, cfg.evaluate.split, cfg.data.valid_fraction, cfg.data.test_fraction]
+            [
+                cfg.data.dataset,
+                cfg.evaluate.split,
+                cfg.data.valid_fraction,
+                cfg.data.test_fraction,
+                OmegaConf.to_container(cfg.data.params, resolve=True),
+            ]
         )
         if key not in self._data:
             table = runner.data_table(cfg)
@@ -414,8 +427,11 @@ class Scorer:
         )
 
     def baseline_file(self, cfg: DictConfig, options: EvaluateOptions) -> Path:
+        data_params = OmegaConf.to_container(cfg.data.params, resolve=True)
         key = {
             "dataset": str(cfg.data.dataset),
+            # only when set, so baselines cached before data.params existed keep their names
+            **({"data_params": data_params} if data_params else {}),
             "n": cfg.sample.n,
             "bp": cfg.sample.bp,
             "options": [options.features, options.baselines, options.split, options.motifs],
@@ -493,8 +509,9 @@ def point_rows(
     )
 
 
-def replace_rows(path: Path, rows: pd.DataFrame) -> None:
-    """Write ``rows`` into the CSV, replacing earlier rows of the same points (atomic).
+def replace_rows(path: Path, rows: pd.DataFrame, key: str = "point") -> None:
+    """Write ``rows`` into the CSV, replacing earlier rows of the same points (``key``: the
+    column that names them; fine-tuning rows are keyed by run) (atomic).
 
     Read-modify-write under a lock file beside the CSV, so shards of one grid running at the
     same time (``--shard``, one SLURM array task each) never drop each other's rows."""
@@ -503,7 +520,7 @@ def replace_rows(path: Path, rows: pd.DataFrame) -> None:
         if path.exists():
             # as text: axis labels such as "3" must not come back as 3.0
             old = pd.read_csv(path, dtype=str, keep_default_na=False)
-            rows = pd.concat([old[~old["point"].isin(rows["point"])], rows], ignore_index=True)
+            rows = pd.concat([old[~old[key].isin(rows[key])], rows], ignore_index=True)
         with atomic_path(path) as tmp:
             rows.to_csv(tmp, index=False)
 

@@ -129,6 +129,22 @@ def cmd_oracle_train(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_precision(args: argparse.Namespace) -> None:
+    import torch
+
+    from d3lm.precision import cpu_probe, resolve
+
+    probe = cpu_probe(None if args.no_cache else Path(args.cache_dir))
+    print(
+        f"{probe.size}x{probe.size} matmul, {torch.get_num_threads()} threads: "
+        f"fp32 {probe.fp32_s * 1e3:.2f} ms, bf16 {probe.bf16_s * 1e3:.2f} ms "
+        f"(torch {probe.torch})"
+    )
+    print(f"cpu: {probe.choice().line()}")
+    if torch.cuda.is_available():
+        print(f"cuda: {resolve('auto', 'cuda', None).line()}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from d3lm import runner
 
@@ -181,6 +197,26 @@ def cmd_export_nt(args: argparse.Namespace) -> None:
 
     path = args.checkpoint if args.checkpoint.is_file() else runner.last_checkpoint(args.checkpoint)
     print(export_nt(runner.read_checkpoint(path), args.out, args.format, source=path))
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from d3lm.finetune import finetune, load_finetune_config
+
+    print(finetune(load_finetune_config(args.config, args.overrides)))
+
+
+def cmd_understanding(args: argparse.Namespace) -> None:
+    from d3lm.ablation import Shard
+    from d3lm.understanding import UnderstandingPlan, load_grid, run_understanding
+
+    plan = UnderstandingPlan(load_grid(args.grid, args.seeds), args.scale, args.overrides)
+    run_understanding(plan, dry_run=args.dry_run, shard=Shard.parse(args.shard))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from d3lm.finetune import predict
+
+    print(predict(args.run, args.data, args.out, args.batch_size, args.cache_dir))
 
 
 def _with_config_args(parser: argparse.ArgumentParser) -> None:
@@ -311,6 +347,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for the NT v2 files")
     p.add_argument("--format", choices=["safetensors", "bin"], default="safetensors")
     p.set_defaults(func=cmd_export_nt)
+
+    p = sub.add_parser(
+        "precision", help="what trainer.precision=auto chooses here: the bf16 vs fp32 matmul probe"
+    )
+    p.add_argument("--cache-dir", default=CACHE_DIR)
+    p.add_argument("--no-cache", action="store_true", help="measure again; read and write no cache")
+    p.set_defaults(func=cmd_precision)
+
+    p = sub.add_parser(
+        "finetune", help="fine-tune a checkpoint (or random init) on a labelled task"
+    )
+    p.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="YAML layers on finetune.yaml"
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="experiments/finetune.yaml keys"
+    )
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "understanding",
+        help="pretrain per objective, fine-tune every init on every task and seed: MCC rows",
+    )
+    p.add_argument(
+        "grid",
+        nargs="?",
+        default="experiments/understanding.yaml",
+        help="grid file (default experiments/understanding.yaml)",
+    )
+    p.add_argument("--scale", help="experiments/scales/<SCALE>.yaml for the pretraining runs")
+    p.add_argument("--seeds", type=int, help="fine-tuning seeds 0..N-1 instead of the grid's")
+    p.add_argument("--dry-run", action="store_true", help="print the runs, done or missing")
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="only fine-tuning points I, I+N, ... (and the pretraining they need)",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="for every pretraining run")
+    p.set_defaults(func=cmd_understanding)
+
+    p = sub.add_parser("predict", help="class probabilities of sequences under a fine-tuned run")
+    p.add_argument("run", type=Path, help="fine-tuning run folder (its best checkpoint)")
+    p.add_argument("--data", type=Path, required=True, help="sequence file; labels optional")
+    p.add_argument("--out", type=Path, required=True, help="CSV: name, p_<class>..., predicted")
+    p.add_argument("--batch-size", type=_positive, default=256)
+    p.add_argument("--cache-dir", default=CACHE_DIR)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="train, sample and evaluate one run; print the metric table")
     _with_config_args(p)

@@ -29,11 +29,12 @@ class ConfigError(D3lmError):
 
 
 def _open_params(node: DictConfig) -> None:
-    """Allow new keys under every ``params`` mapping (plugins check their own arguments)."""
+    """Allow new keys under every ``params`` / ``*_params`` mapping (plugins and tasks check
+    their own arguments)."""
     for key in list(node.keys()):
         child = node._get_node(key)
         if isinstance(child, DictConfig):
-            if key == "params":
+            if key == "params" or str(key).endswith("_params"):
                 OmegaConf.set_struct(child, False)
             else:
                 _open_params(child)
@@ -51,9 +52,14 @@ def load_config(
     scale: str | None = None,
     files: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
+    base_file: str | Path | None = None,
 ) -> DictConfig:
-    """Merge base, scale, files and ``key=value`` overrides into one resolved config."""
-    base = OmegaConf.load(EXPERIMENTS_DIR / "base.yaml")
+    """Merge base, scale, files and ``key=value`` overrides into one resolved config.
+
+    ``base_file`` declares every key (default ``experiments/base.yaml``; fine-tuning runs are
+    declared by ``experiments/finetune.yaml``)."""
+    base_path = Path(base_file or EXPERIMENTS_DIR / "base.yaml")
+    base = OmegaConf.load(base_path)
     config = base.copy()
     OmegaConf.set_struct(config, True)
     _open_params(config)
@@ -67,7 +73,7 @@ def load_config(
             config = OmegaConf.merge(config, layer)
         except ConfigKeyError as err:
             raise ConfigError(
-                f"{source}: {err.msg.splitlines()[0]} (not declared in base.yaml)"
+                f"{source}: {err.msg.splitlines()[0]} (not declared in {base_path.name})"
             ) from None
         _check_types(base, config, source)
     try:

@@ -21,6 +21,7 @@ BUILTIN = (
     "d3lm.diffusion",
     "d3lm.sampling",
     "d3lm.data",
+    "d3lm.tasks",
     "d3lm.metrics",
     "d3lm.baselines",
 )

@@ -109,6 +109,7 @@ OBJECTIVES: Registry[Any] = Registry("objective")
 SAMPLERS: Registry[Any] = Registry("sampler")
 BACKBONES: Registry[Any] = Registry("backbone")
 DATASETS: Registry[Any] = Registry("dataset")
+TASKS: Registry[Any] = Registry("task")
 
 UNMASK_ORDERS: Registry[Any] = Registry("unmask_order")
 COMMIT_COUNTS: Registry[Any] = Registry("commit_count")

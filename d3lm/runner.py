@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from d3lm.data.datamodule import SequenceDataModule
@@ -39,6 +39,7 @@ from d3lm.evaluate import EvaluateOptions, build_extractors, evaluate_samples, w
 from d3lm.io import atomic_path, check_writable, write_text
 from d3lm.lit.diffusion_lm import DiffusionLM, NonFinite
 from d3lm.metrics.motifs import MotifScanner
+from d3lm.precision import AUTO, Choice, resolve
 from d3lm.registry import SAMPLERS, TOKENIZERS
 from d3lm.sampling.causal import network_denoiser
 
@@ -92,14 +93,49 @@ class RunExists(D3lmError, FileExistsError):
 
 class WriteConfig(L.Callback):
     """Writes the run's ``config.yaml`` (rank 0) when training starts: after a resume's
-    checkpoint has been restored, so a resume that fails leaves the saved config as it was."""
+    checkpoint has been restored, so a resume that fails leaves the saved config as it was.
+    ``trainer.precision: auto`` is written as what it chose, so a resume keeps it."""
 
     def __init__(self, run_dir: Path, cfg: DictConfig) -> None:
         self.path, self.cfg = Path(run_dir) / "config.yaml", cfg
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            write_text(self.path, OmegaConf.to_yaml(self.cfg))
+            cfg = self.cfg
+            if OmegaConf.select(cfg, "trainer.precision") == AUTO:
+                cfg = OmegaConf.merge(cfg, {"trainer": {"precision": trainer.precision}})
+            write_text(self.path, OmegaConf.to_yaml(cfg))
+
+
+class PrecisionNote(L.Callback):
+    """Says what ``trainer.precision: auto`` chose and why, as training starts: one line on the
+    Lightning logger (stderr) and ``precision``/``precision_reason`` in the session's
+    ``logs/version_<k>/hparams.yaml``."""
+
+    def __init__(self, choice: Choice) -> None:
+        self.choice = choice
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rank_zero_info(self.choice.line())
+        if trainer.is_global_zero and trainer.logger is not None:
+            trainer.logger.log_hyperparams(
+                {"precision": self.choice.precision, "precision_reason": self.choice.reason}
+            )
+
+
+def session_precision(cfg: DictConfig, run_dir: Path) -> Choice:
+    """This session's ``trainer.precision``: ``auto`` resolves on this machine
+    (``precision.resolve``), except in a resumed run, which keeps what its config.yaml
+    recorded (an ablation resumes with the grid's ``auto``)."""
+    requested = cfg.trainer.precision
+    saved = Path(run_dir) / "config.yaml"
+    if requested == AUTO and cfg.resume and saved.is_file():
+        kept = OmegaConf.select(OmegaConf.load(saved), "trainer.precision")
+        if kept not in (None, AUTO):
+            return Choice(
+                resolve(kept, cfg.trainer.accelerator, None).precision, f"kept from {saved}"
+            )
+    return resolve(requested, cfg.trainer.accelerator, Path(cfg.cache_dir))
 
 
 #: Values the trainer would not check, or would accept and then train nothing (max_steps=0
@@ -123,8 +159,10 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
 }
 
 
-def check_ranges(cfg: DictConfig) -> None:
-    for key, (ok, wanted) in RANGES.items():
+def check_ranges(
+    cfg: DictConfig, ranges: dict[str, tuple[Callable[[float], bool], str]] = RANGES
+) -> None:
+    for key, (ok, wanted) in ranges.items():
         value = OmegaConf.select(cfg, key)
         if value is None:
             continue
@@ -145,11 +183,14 @@ def last_checkpoint(run_dir: Path) -> Path:
     return path
 
 
-def read_checkpoint(path: Path, resume: bool = False) -> dict[str, Any]:
+def read_checkpoint(
+    path: Path, resume: bool = False, hparams: Sequence[str] = MODEL_HPARAMS
+) -> dict[str, Any]:
     """A d3lm checkpoint, loaded weights-only (tensors and plain data, never code).
 
     An empty, truncated or foreign file, or one without what a model (``resume``: and the
-    trainer) needs, is a D3lmError naming the file and the reason.
+    trainer) needs, is a D3lmError naming the file and the reason; ``hparams``: the
+    hyperparameters the model is built from (a classifier's differ from a DiffusionLM's).
     """
     path = Path(path)
     if not path.is_file():
@@ -170,9 +211,9 @@ def read_checkpoint(path: Path, resume: bool = False) -> dict[str, Any]:
     wanted = CHECKPOINT_KEYS + (RESUME_KEYS if resume else ())
     missing = [k for k in wanted if not isinstance(saved, dict) or k not in saved]
     if not missing:
-        hparams = saved["hyper_parameters"]
-        hparams = hparams if isinstance(hparams, dict) else {}
-        missing = [f"hyper_parameters.{k}" for k in MODEL_HPARAMS if k not in hparams]
+        saved_hparams = saved["hyper_parameters"]
+        saved_hparams = saved_hparams if isinstance(saved_hparams, dict) else {}
+        missing = [f"hyper_parameters.{k}" for k in hparams if k not in saved_hparams]
     if missing:
         what = "a checkpoint to resume training from" if resume else "a d3lm checkpoint"
         raise D3lmError(f"{path}: not {what}: no {', '.join(missing)}")
@@ -196,7 +237,9 @@ def load_weights(model: DiffusionLM, saved: dict[str, Any], path: Path, what: st
 
 def data_table(cfg: DictConfig) -> pd.DataFrame:
     d = cfg.data
-    return load_table(d.dataset, Path(cfg.cache_dir), d.valid_fraction, d.test_fraction)
+    params = OmegaConf.to_container(d.params, resolve=True)
+    assert isinstance(params, dict)
+    return load_table(d.dataset, Path(cfg.cache_dir), d.valid_fraction, d.test_fraction, params)
 
 
 def build_datamodule(
@@ -223,6 +266,7 @@ def build_trainer(
     each process takes its slice of the global batch, in the one-process order.
     """
     t = cfg.trainer
+    precision = session_precision(cfg, run_dir)
     every = min(t.checkpoint_every_n_steps, t.max_steps)
     return L.Trainer(
         max_steps=t.max_steps,
@@ -231,7 +275,7 @@ def build_trainer(
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         use_distributed_sampler=False,
-        precision=t.precision,
+        precision=precision.precision,
         gradient_clip_val=t.gradient_clip_val,
         val_check_interval=min(t.val_check_interval, t.max_steps),
         check_val_every_n_epoch=None,
@@ -250,6 +294,7 @@ def build_trainer(
             ),
             LearningRateMonitor(logging_interval="step"),
             CPUTime(),
+            *([PrecisionNote(precision)] if precision.reason else []),
             *callbacks,
         ],
         plugins=[AtomicCheckpointIO()],

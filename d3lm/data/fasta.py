@@ -33,6 +33,13 @@ def read_fasta(path: str | os.PathLike[str]) -> Iterator[tuple[str, str]]:
     The name is the header up to the first whitespace. Text before the first header is an error
     (it usually means the file is not FASTA at all).
     """
+    for name, _, seq in read_fasta_described(path):
+        yield name, seq
+
+
+def read_fasta_described(path: str | os.PathLike[str]) -> Iterator[tuple[str, str, str]]:
+    """Like ``read_fasta``, with the header text after the name (labelled FASTA keeps
+    ``label=X split=Y`` there)."""
     path = Path(path)
     try:
         yield from _records(path)
@@ -40,8 +47,9 @@ def read_fasta(path: str | os.PathLike[str]) -> Iterator[tuple[str, str]]:
         raise D3lmError(f"{path}: unreadable (truncated or not a text FASTA file): {err}") from None
 
 
-def _records(path: Path) -> Iterator[tuple[str, str]]:
+def _records(path: Path) -> Iterator[tuple[str, str, str]]:
     name: str | None = None
+    description = ""
     chunks: list[str] = []
     with _open(path) as handle:
         for lineno, line in enumerate(handle, start=1):
@@ -50,17 +58,17 @@ def _records(path: Path) -> Iterator[tuple[str, str]]:
                 continue
             if line.startswith(">"):
                 if name is not None:
-                    yield name, "".join(chunks).upper()
+                    yield name, description, "".join(chunks).upper()
                 fields = line[1:].split(maxsplit=1)
                 if not fields:
                     raise D3lmError(f"{path}: line {lineno}: FASTA header without a name")
-                name, chunks = fields[0], []
+                name, description, chunks = fields[0], "".join(fields[1:]), []
             elif name is None:
                 raise D3lmError(f"{path}: line {lineno}: sequence data before the first '>' header")
             else:
                 chunks.append(line)
     if name is not None:
-        yield name, "".join(chunks).upper()
+        yield name, description, "".join(chunks).upper()
 
 
 def write_fasta(

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import zipfile
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pandas as pd
 
+from d3lm.data.benchmarks import Annotation, GenomicTask, genomic_windows
+from d3lm.data.corpus import CorpusConfig, corpus_windows, interval_digest
 from d3lm.data.genome import WindowConfig, read_chromosomes, read_tss, tss_windows
 from d3lm.errors import D3lmError, NotFound
 from d3lm.io import atomic_path, write_text
@@ -35,20 +39,57 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def non_default_params(obj: object) -> dict[str, Any]:
+    """The dataclass fields of ``obj`` that differ from their defaults."""
+    if not is_dataclass(obj):
+        return {}
+    out = {}
+    for f in fields(obj):
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if getattr(obj, f.name) != default:
+            out[f.name] = getattr(obj, f.name)
+    return out
+
+
+def cache_key(name: str, params: Mapping[str, Any]) -> str:
+    """``name`` plus its non-default params (``promoter-length=600``); a value that is not a
+    short plain scalar appears as a hash of its JSON, so the folder name stays a valid path."""
+    parts = [name]
+    for key, value in sorted(params.items()):
+        text = str(value)
+        if not isinstance(value, (str, int, float)) or not re.fullmatch(r"[\w.+]{1,40}", text):
+            text = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+        parts.append(f"{key}={text}")
+    return "-".join(parts)
+
+
+def write_once(out: Path, make: Callable[[], tuple[pd.DataFrame, dict[str, object]]]) -> Path:
+    """Write ``make()``'s table to ``out`` and its provenance to ``source.json`` beside it, unless
+    ``out`` exists; atomic, so an interrupted build is redone, never half-read."""
+    if out.exists():
+        return out
+    frame, provenance = make()
+    with atomic_path(out) as tmp:
+        frame.to_parquet(tmp, index=False)
+    write_text(out.with_name("source.json"), json.dumps(provenance, indent=2) + "\n")
+    return out
+
+
 class Recipe(ABC):
-    """A named dataset: ``prepare`` is idempotent and returns the parquet path."""
+    """A named dataset: ``prepare`` is idempotent and returns the parquet path.
+
+    Its folder under the cache is its name plus any non-default params (a dataclass recipe's
+    fields), so each parameter setting is built once and never mistaken for another."""
 
     name: str
 
+    @property
+    def folder(self) -> str:
+        return cache_key(self.name, non_default_params(self))
+
     def prepare(self, cache_dir: Path) -> Path:
-        out = Path(cache_dir) / self.name / f"{self.name}.parquet"
-        if out.exists():
-            return out
-        frame, provenance = self.build(Path(cache_dir) / self.name)
-        with atomic_path(out) as tmp:
-            frame.to_parquet(tmp, index=False)
-        write_text(out.with_name("source.json"), json.dumps(provenance, indent=2) + "\n")
-        return out
+        workdir = Path(cache_dir) / self.folder
+        return write_once(workdir / f"{self.name}.parquet", lambda: self.build(workdir))
 
     @abstractmethod
     def build(self, workdir: Path) -> tuple[pd.DataFrame, dict[str, object]]:
@@ -223,6 +264,100 @@ class PromotersRecipe(Recipe):
         return frame, provenance
 
 
-def prepare(name: str, cache_dir: Path) -> Path:
-    """Build (once) and return the parquet of dataset ``name``."""
-    return DATASETS.build(name).prepare(Path(cache_dir))
+#: The Debian files the genomic tasks and the ``chromosomes`` corpus are built from.
+SOURCES = {
+    "tss": PromotersRecipe.tss,
+    "tes": DebMember(
+        "chromhmm-example",
+        "usr/share/doc/chromhmm/examples/ANCHORFILES/hg19/RefSeqTES.hg19.txt.gz",
+        "5880217e89d601cbeee95beac554873579103605c34abfb8fb927be203e23d88",
+    ),
+    "exons": DebMember(
+        "chromhmm-example",
+        "usr/share/doc/chromhmm/examples/COORDS/hg19/RefSeqExon.hg19.bed.gz",
+        "b20ff9de23005d514e6b2bb57051cbd62dfe9b8f37b7f48affd05e6bb6e9ab9b",
+    ),
+    "genes": DebMember(
+        "chromhmm-example",
+        "usr/share/doc/chromhmm/examples/COORDS/hg19/RefSeqGene.hg19.bed.gz",
+        "8d86482455956aef6ddb17bd204f9787238079c51c14770d9679013b145138c3",
+    ),
+    "chr20": PromotersRecipe.genome[0],
+    "chrX": PromotersRecipe.genome[1],
+}
+
+
+def fetch(keys: Iterable[str], cache_dir: Path) -> tuple[dict[str, Path], list[dict[str, str]]]:
+    """The checked files of ``SOURCES[keys]``, fetched once into ``cache_dir/debian`` (shared by
+    every task and recipe that needs them), and their provenance entries."""
+    paths, files = {}, []
+    for key in keys:
+        member = SOURCES[key]
+        paths[key], version = apt_member(member, Path(cache_dir) / "debian")
+        files.append(
+            {
+                "package": member.package,
+                "version": version,
+                "file": member.path,
+                "sha256": member.sha256,
+            }
+        )
+    return paths, files
+
+
+def held_out_windows(
+    specs: Iterable[GenomicTask], genome: Mapping[str, str], annotation: Annotation
+) -> pd.DataFrame:
+    """``chrom, start, end`` of every window (all splits) of the genomic tasks ``specs``."""
+    frames = [genomic_windows(spec, genome, annotation)[0] for spec in specs]
+    return pd.concat(frames)[["chrom", "start", "end"]].reset_index(drop=True)
+
+
+@DATASETS.register("chromosomes")
+@dataclass(frozen=True)
+class ChromosomesRecipe(Recipe):
+    """Pretraining corpus: random windows of human chr20 + chrX 0-70 Mb, task windows held out.
+
+    ``held_out`` adds task settings to the three genomic tasks at their defaults, which are
+    always held out: ``[{task: splice_acceptor, length: 600}]`` (keys of ``GenomicTask``)."""
+
+    length: int = 1024
+    count: int = 50_000
+    seed: int = 0
+    held_out: tuple[Mapping[str, Any], ...] = field(default=())
+
+    name: ClassVar[str] = "chromosomes"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "held_out", tuple(dict(h) for h in self.held_out))
+        self.specs()  # a wrong task name or key fails when the recipe is built
+
+    def specs(self) -> list[GenomicTask]:
+        defaults = [GenomicTask(task) for task in ("splice_donor", "splice_acceptor", "promoter")]
+        return defaults + [GenomicTask(**h) for h in self.held_out]
+
+    def build(self, workdir: Path) -> tuple[pd.DataFrame, dict[str, object]]:
+        paths, files = fetch(SOURCES, workdir.parent)
+        genome = read_chromosomes([paths["chr20"], paths["chrX"]])
+        held_out = held_out_windows(self.specs(), genome, Annotation.read(paths))
+        config = CorpusConfig(length=self.length, count=self.count, seed=self.seed)
+        frame, counts = corpus_windows(genome, held_out, config)
+        provenance = {
+            "recipe": self.name,
+            "source": "apt-get download PACKAGE; dpkg -x",
+            "files": files,
+            "params": {**asdict(config), "held_out": list(self.held_out)},
+            "held_out": {
+                "tasks": [asdict(spec) for spec in self.specs()],
+                **interval_digest(held_out),
+            },
+            "counts": counts,
+            "splits": frame["split"].value_counts().to_dict(),
+            "rows": len(frame),
+        }
+        return frame, provenance
+
+
+def prepare(name: str, cache_dir: Path, params: Mapping[str, Any] | None = None) -> Path:
+    """Build (once) and return the parquet of dataset ``name`` with constructor ``params``."""
+    return DATASETS.build(name, params).prepare(Path(cache_dir))

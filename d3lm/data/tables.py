@@ -10,8 +10,9 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -38,12 +39,14 @@ READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
 }
 
 
-def read_file(path: Path) -> pd.DataFrame:
-    """Read a user's table, turning a directory, an empty, truncated or binary file into an error
-    that names the file and the reason."""
+def read_file(
+    path: Path, readers: Mapping[str, Callable[[Path], pd.DataFrame]] = READERS
+) -> pd.DataFrame:
+    """Read a user's table (with ``readers`` by suffix), turning a directory, an empty, truncated
+    or binary file into an error that names the file and the reason."""
     if path.is_dir():
         raise D3lmError(f"{path}: is a directory; expected a sequence file")
-    reader = _reader(path)
+    reader = _reader(path, readers)
     if path.stat().st_size == 0:
         raise D3lmError(f"{path}: empty file")
     try:
@@ -71,11 +74,13 @@ def _format(path: Path) -> str:
     return [s for s in path.suffixes if s != ".gz"][-1].lstrip(".")
 
 
-def _reader(path: Path) -> Callable[[Path], pd.DataFrame]:
+def _reader(
+    path: Path, readers: Mapping[str, Callable[[Path], pd.DataFrame]]
+) -> Callable[[Path], pd.DataFrame]:
     suffixes = [s for s in path.suffixes if s != ".gz"]
-    if suffixes and suffixes[-1] in READERS:
-        return READERS[suffixes[-1]]
-    raise D3lmError(f"{path}: unknown table format; expected one of {', '.join(READERS)} (.gz ok)")
+    if suffixes and suffixes[-1] in readers:
+        return readers[suffixes[-1]]
+    raise D3lmError(f"{path}: unknown table format; expected one of {', '.join(readers)} (.gz ok)")
 
 
 def hash_split(names: pd.Series, valid_fraction: float, test_fraction: float) -> pd.Series:
@@ -132,10 +137,8 @@ def validate(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return frame
 
 
-def load_table(
-    source: str, cache_dir: Path, valid_fraction: float = 0.05, test_fraction: float = 0.05
-) -> pd.DataFrame:
-    """Load ``source`` (a registered dataset name or a file path) as a validated table."""
+def check_fractions(valid_fraction: float, test_fraction: float) -> None:
+    """Hash-split fractions must leave something to train on."""
     for key, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
             raise D3lmError(f"data.{key}={value}: must be in [0, 1)")
@@ -144,8 +147,22 @@ def load_table(
             f"data.valid_fraction + data.test_fraction = {valid_fraction + test_fraction}: "
             "nothing is left to train on"
         )
+
+
+def load_table(
+    source: str,
+    cache_dir: Path,
+    valid_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    params: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Load ``source`` (a registered dataset name, built with ``params``, or a file path) as a
+    validated table."""
+    check_fractions(valid_fraction, test_fraction)
     if source in DATASETS:
-        path = prepare(source, cache_dir)
+        path = prepare(source, cache_dir, params)
+    elif params:
+        raise D3lmError(f"data.params={dict(params)} applies to dataset recipes, not to {source}")
     else:
         path = Path(source)
         if not path.exists():
