@@ -110,7 +110,8 @@ def test_finished_points_are_not_redone(made: tuple[Path, Path]) -> None:
     done = sorted((root / "runs" / "understanding-micro").glob("*/metrics.json"))
     assert len(done) == 4
     before = {p: p.stat().st_mtime_ns for p in done}
-    ckpt = root / "runs" / "understanding-micro-pretrain" / "diffusion" / "checkpoints" / "last.ckpt"
+    ckpt = root / "runs" / "understanding-micro-pretrain" / "diffusion" / "checkpoints"
+    ckpt = ckpt / "last.ckpt"
     ckpt_time = ckpt.stat().st_mtime_ns
     lines: list[str] = []
     run_understanding(UnderstandingPlan(load_grid(grid), "micro"), echo=lines.append)
