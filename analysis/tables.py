@@ -145,9 +145,7 @@ def summarise(rows: pd.DataFrame, axes: Sequence[str], metrics: Sequence[str]) -
     )
 
 
-def best_rows(
-    summary: pd.DataFrame, goals: Mapping[str, str] = GOALS
-) -> dict[str, set[str]]:
+def best_rows(summary: pd.DataFrame, goals: Mapping[str, str] = GOALS) -> dict[str, set[str]]:
     """Metric -> the generated rows that are best by ``goals`` (ties: all of them); metrics
     without a goal get none."""
     out = {}

@@ -207,9 +207,13 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 def cmd_understanding(args: argparse.Namespace) -> None:
     from d3lm.ablation import Shard
-    from d3lm.understanding import UnderstandingPlan, load_grid, run_understanding
+    from d3lm.understanding import GRID, UnderstandingPlan, load_grid, run_understanding
 
-    plan = UnderstandingPlan(load_grid(args.grid, args.seeds), args.scale, args.overrides)
+    overrides = list(args.overrides)
+    if args.grid and "=" in args.grid:  # `d3lm understanding key=value`: no grid file given
+        args.grid, overrides = None, [args.grid, *overrides]
+    grid = load_grid(args.grid or GRID, args.seeds)
+    plan = UnderstandingPlan(grid, args.scale, overrides)
     run_understanding(plan, dry_run=args.dry_run, shard=Shard.parse(args.shard))
 
 
@@ -217,6 +221,19 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from d3lm.finetune import predict
 
     print(predict(args.run, args.data, args.out, args.batch_size, args.cache_dir))
+
+
+def _grid_options(parser: argparse.ArgumentParser, points: str) -> None:
+    """The options every grid command shares: scale, seeds, dry run and sharding."""
+    parser.add_argument("--scale", help="experiments/scales/<SCALE>.yaml on top of base.yaml")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the grid's")
+    parser.add_argument("--dry-run", action="store_true", help="print the points, done or missing")
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help=f"only {points} I, I+N, I+2N, ... (parallel workers, e.g. a SLURM array)",
+    )
 
 
 def _with_config_args(parser: argparse.ArgumentParser) -> None:
@@ -296,16 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablation", help="run an ablation grid: train, sample, evaluate, tidy rows")
     p.add_argument("grid", help="grid name (experiments/ablations/<grid>.yaml) or a YAML file")
-    p.add_argument("--scale", help="experiments/scales/<SCALE>.yaml on top of base.yaml")
-    p.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the grid's")
+    _grid_options(p, "training points")
     p.add_argument("--sei-weights", help="a Sei checkpoint: adds SFID (fd_sei) to every point")
-    p.add_argument("--dry-run", action="store_true", help="print the points, done or missing")
-    p.add_argument(
-        "--shard",
-        default="0/1",
-        metavar="I/N",
-        help="only training points I, I+N, I+2N, ... (parallel workers, e.g. a SLURM array)",
-    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="for every point")
     p.set_defaults(func=cmd_ablation)
 
@@ -370,21 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
         "understanding",
         help="pretrain per objective, fine-tune every init on every task and seed: MCC rows",
     )
-    p.add_argument(
-        "grid",
-        nargs="?",
-        default="experiments/understanding.yaml",
-        help="grid file (default experiments/understanding.yaml)",
-    )
-    p.add_argument("--scale", help="experiments/scales/<SCALE>.yaml for the pretraining runs")
-    p.add_argument("--seeds", type=int, help="fine-tuning seeds 0..N-1 instead of the grid's")
-    p.add_argument("--dry-run", action="store_true", help="print the runs, done or missing")
-    p.add_argument(
-        "--shard",
-        default="0/1",
-        metavar="I/N",
-        help="only fine-tuning points I, I+N, ... (and the pretraining they need)",
-    )
+    p.add_argument("grid", nargs="?", help="grid file (default experiments/understanding.yaml)")
+    _grid_options(p, "fine-tuning points (and the pretraining they need)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="for every pretraining run")
     p.set_defaults(func=cmd_understanding)
 

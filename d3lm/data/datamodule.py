@@ -116,7 +116,42 @@ class ValidationBatches(Sampler[list[int]]):
             yield list(self.indices[lo : lo + self.size])
 
 
-class SequenceDataModule(L.LightningDataModule):
+class GlobalBatchData(L.LightningDataModule):
+    """Loaders shared by pretraining and fine-tuning: the training order is a function of the
+    seed alone and resumes at the trainer's step; each DDP process takes its slice of every
+    global batch (``batch_size``) and its share of the evaluation batches."""
+
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    num_workers: int
+
+    def _ranks(self) -> tuple[int, int]:
+        """(this process's rank, processes), (0, 1) outside a trainer."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+
+    def _steps(self) -> int:
+        return self.trainer.global_step if self.trainer else 0
+
+    def train_loader(self, dataset: TensorDataset) -> DataLoader:
+        rank, world = self._ranks()
+        sampler = GlobalBatchSampler(len(dataset), self.batch_size, self.seed, rank, world)
+        return ResumableLoader(dataset, sampler, self._steps, self.num_workers, self.seed)
+
+    def eval_loader(self, dataset: TensorDataset, limit: int | None = None) -> DataLoader:
+        rank, world = self._ranks()
+        batches = ValidationBatches(len(dataset), self.eval_batch_size, limit, rank, world)
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+
+class SequenceDataModule(GlobalBatchData):
     """Tokenises each split once (vectorised) and serves ``(ids,)`` batches.
 
     ``batch_size`` is the global batch: sequences per optimiser step over all processes, each
@@ -199,30 +234,8 @@ class SequenceDataModule(L.LightningDataModule):
         self.setup("fit")
         return self._datasets["train"].tensors[0]
 
-    def _ranks(self) -> tuple[int, int]:
-        """(this process's rank, processes), (0, 1) outside a trainer."""
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-
-    def _steps(self) -> int:
-        return self.trainer.global_step if self.trainer else 0
-
     def train_dataloader(self) -> DataLoader:
-        rank, world = self._ranks()
-        dataset = self._datasets["train"]
-        sampler = GlobalBatchSampler(len(dataset), self.batch_size, self.seed, rank, world)
-        return ResumableLoader(dataset, sampler, self._steps, self.num_workers, self.seed)
+        return self.train_loader(self._datasets["train"])
 
     def val_dataloader(self) -> DataLoader:
-        rank, world = self._ranks()
-        dataset = self._datasets["valid"]
-        batches = ValidationBatches(
-            len(dataset), self.eval_batch_size, self.limit_val_batches, rank, world
-        )
-        return DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        return self.eval_loader(self._datasets["valid"], self.limit_val_batches)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,22 +49,28 @@ def read_chromosomes(paths: Iterable[str | os.PathLike[str]]) -> dict[str, str]:
     return out
 
 
-def read_tss(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """A ``chrom, 0-based TSS, strand`` table (tab-separated, optionally gzipped, no header)."""
+def text_fields(path: str | os.PathLike[str]) -> Iterator[tuple[int, str, list[str]]]:
+    """``(line number, line, whitespace-split fields)`` of every non-blank line of a text
+    table, optionally gzipped: the reading loop of the annotation formats."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
     with opener(path, "rt") as handle:
         for lineno, line in enumerate(handle, start=1):
             fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3 or fields[2] not in "+-" or not fields[1].isdigit():
-                raise D3lmError(
-                    f"{path}: line {lineno}: expected 'chrom<TAB>0-based TSS<TAB>+|-', "
-                    f"got {line.strip()!r}"
-                )
-            rows.append((normalise_chrom(fields[0]), int(fields[1]), fields[2]))
+            if fields:
+                yield lineno, line, fields
+
+
+def read_tss(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A ``chrom, 0-based TSS, strand`` table (tab-separated, optionally gzipped, no header)."""
+    rows = []
+    for lineno, line, fields in text_fields(path):
+        if len(fields) != 3 or fields[2] not in "+-" or not fields[1].isdigit():
+            raise D3lmError(
+                f"{path}: line {lineno}: expected 'chrom<TAB>0-based TSS<TAB>+|-', "
+                f"got {line.strip()!r}"
+            )
+        rows.append((normalise_chrom(fields[0]), int(fields[1]), fields[2]))
     return pd.DataFrame(rows, columns=["chrom", "tss", "strand"])
 
 

@@ -14,15 +14,13 @@ an acceptor's AG at ``[length // 2 - 2, length // 2)``.
 
 from __future__ import annotations
 
-import gzip
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from d3lm.data.genome import normalise_chrom, reverse_complement
+from d3lm.data.genome import normalise_chrom, reverse_complement, text_fields
 from d3lm.data.intervals import merge
 from d3lm.errors import D3lmError
 
@@ -32,17 +30,13 @@ MOTIFS = {"donor": ("GT", 0), "acceptor": ("AG", -2)}
 
 def read_bed(path: str | os.PathLike[str]) -> pd.DataFrame:
     """``chrom, start, end`` of a BED(.gz) file (further columns, track and # lines ignored)."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     rows = []
-    with opener(path, "rt") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields or fields[0] in ("track", "browser") or fields[0].startswith("#"):
-                continue
-            if len(fields) < 3 or not (fields[1].isdigit() and fields[2].isdigit()):
-                raise D3lmError(f"{path}: line {lineno}: expected 'chrom start end', got {line!r}")
-            rows.append((normalise_chrom(fields[0]), int(fields[1]), int(fields[2])))
+    for lineno, line, fields in text_fields(path):
+        if fields[0] in ("track", "browser") or fields[0].startswith("#"):
+            continue
+        if len(fields) < 3 or not (fields[1].isdigit() and fields[2].isdigit()):
+            raise D3lmError(f"{path}: line {lineno}: expected 'chrom start end', got {line!r}")
+        rows.append((normalise_chrom(fields[0]), int(fields[1]), int(fields[2])))
     return pd.DataFrame(rows, columns=["chrom", "start", "end"]).drop_duplicates()
 
 

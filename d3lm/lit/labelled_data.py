@@ -7,15 +7,13 @@ uninterrupted one would draw next, and DDP processes share out the one-process b
 
 from __future__ import annotations
 
-import lightning as L
-import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from d3lm.data.datamodule import GlobalBatchSampler, ResumableLoader, ValidationBatches
+from d3lm.data.datamodule import GlobalBatchData
 
 
-class LabelledData(L.LightningDataModule):
+class LabelledData(GlobalBatchData):
     """``splits``: {"train" | "valid" | "test": (ids (N, L), class ids (N,))}; ``batch_size``
     is the global batch of a training step, ``eval_batch_size`` that of evaluation."""
 
@@ -35,32 +33,11 @@ class LabelledData(L.LightningDataModule):
     def steps_per_epoch(self) -> int:
         return len(self.datasets["train"]) // self.batch_size
 
-    def _ranks(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-
-    def _steps(self) -> int:
-        return self.trainer.global_step if self.trainer else 0
-
     def train_dataloader(self) -> DataLoader:
-        rank, world = self._ranks()
-        dataset = self.datasets["train"]
-        sampler = GlobalBatchSampler(len(dataset), self.batch_size, self.seed, rank, world)
-        return ResumableLoader(dataset, sampler, self._steps, self.num_workers, self.seed)
-
-    def _eval(self, split: str) -> DataLoader:
-        rank, world = self._ranks()
-        dataset = self.datasets[split]
-        batches = ValidationBatches(len(dataset), self.eval_batch_size, None, rank, world)
-        return DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=self.num_workers,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        return self.train_loader(self.datasets["train"])
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval("valid")
+        return self.eval_loader(self.datasets["valid"])
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval("test")
+        return self.eval_loader(self.datasets["test"])
