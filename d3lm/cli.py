@@ -41,8 +41,18 @@ def cmd_plugins(args: argparse.Namespace) -> None:
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
     from d3lm.data.recipes import prepare
+    from d3lm.registry import TASKS
 
-    print(prepare(args.name, Path(args.cache_dir)))
+    params = {}
+    for item in args.params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise D3lmError(f"{item!r}: expected key=value (a parameter of {args.name})")
+        params[key] = yaml.safe_load(value)
+    if args.name in TASKS:
+        print(TASKS.build(args.name, params).prepare(Path(args.cache_dir)))
+    else:
+        print(prepare(args.name, Path(args.cache_dir), params or None))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -256,8 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
-    p = data.add_parser("prepare", help="download and convert a named dataset to parquet")
-    p.add_argument("name")
+    p = data.add_parser(
+        "prepare", help="download and convert a named dataset or labelled task to parquet"
+    )
+    p.add_argument("name", help="a dataset recipe or a task (d3lm plugins)")
+    p.add_argument("params", nargs="*", metavar="key=value", help="e.g. length=200")
     p.add_argument("--cache-dir", default=CACHE_DIR)
     p.set_defaults(func=cmd_data_prepare)
 

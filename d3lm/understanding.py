@@ -89,8 +89,8 @@ def load_grid(
     if not tasks:
         raise D3lmError(f"{path}: `finetune.tasks` names no task")
     for task in tasks:
-        if not Path(task).suffix:
-            TASKS.get(task)  # an unknown name fails here, listing the known ones
+        if not Path(task).suffix and task not in TASKS:
+            raise D3lmError(f"{path}: unknown task {task!r}; known: {', '.join(TASKS.names())}")
     checkpoints = {str(k): str(v) for k, v in (raw.get("checkpoints") or {}).items()}
     clash = {RANDOM} & {*models, *checkpoints} | set(models) & set(checkpoints)
     if clash:

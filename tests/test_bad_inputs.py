@@ -55,6 +55,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, dna_table: Path, one_thread)
     _fasta(root / "all_n.fa", [*good, ("gap", "N" * 60)])
     (root / "broken.yaml").write_text("trainer: {max_steps: [1, 2\n")
     (root / "list.yaml").write_text("- 1\n- 2\n")
+    (root / "grid_bad_task.yaml").write_text("finetune: {tasks: {no_such_task: {}}}\n")
     (root / "a_file").write_text("not a folder\n")
     _fasta(root / "samples.fa", good[:16])
     _fasta(root / "samples_x.fa", [*good[:15], ("g15", "ACGTX" + "A" * 55)])
@@ -223,6 +224,21 @@ CASES: list[tuple[str, Callable[[World], list[str]], list[str]]] = [
     ("grid-missing", lambda w: ["ablation", "nope", "--dry-run"], ["nope", "known grids"]),
     ("grid-shard", lambda w: ["ablation", "steps", "--shard", "3/2"], ["--shard", "3/2"]),
     ("dataset-unknown", lambda w: ["data", "prepare", "nope"], ["dataset 'nope'", "dhs"]),
+    (
+        "dataset-param-misspelt",
+        lambda w: ["data", "prepare", "chromosomes", "lenght=200"],
+        ["dataset 'chromosomes'", "'lenght'", "length"],
+    ),
+    (
+        "task-param-not-key-value",
+        lambda w: ["data", "prepare", "promoter", "length"],
+        ["'length'", "key=value", "promoter"],
+    ),
+    (
+        "understanding-unknown-task",
+        lambda w: ["understanding", w.p("grid_bad_task.yaml")],
+        ["grid_bad_task.yaml", "no_such_task"],
+    ),
 ]
 
 
