@@ -36,6 +36,7 @@ from d3lm.io import atomic_path, check_writable, write_text
 from d3lm.lit.classifier import METRICS, OPTIM_DEFAULTS, SequenceClassifier
 from d3lm.lit.labelled_data import LabelledData
 from d3lm.model import CLASSIFIER_HEADS, POOLINGS
+from d3lm.precision import AUTO, resolve
 from d3lm.registry import TOKENIZERS
 from d3lm.tasks import LabelledTable, load_task
 
@@ -235,6 +236,8 @@ def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
         return
     saved = flatten(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True))
     now = flatten(_plain(cfg))
+    if now.get("trainer.precision") == AUTO:  # config.yaml holds what `auto` chose
+        now["trainer.precision"] = saved.get("trainer.precision")
     differ = sorted(
         key
         for key in saved.keys() | now.keys()
@@ -316,7 +319,7 @@ def build_trainer(
         max_steps=total,
         accelerator=t.accelerator,
         devices=t.devices,
-        precision=t.precision,
+        precision=resolve(t.precision, t.accelerator, Path(cfg.cache_dir)).precision,
         use_distributed_sampler=False,  # the data module shares out the global batches
         gradient_clip_val=t.gradient_clip_val,
         val_check_interval=min(cfg.val_check_interval, total),

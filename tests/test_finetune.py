@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from d3lm import runner
 from d3lm.cli import main
@@ -407,6 +407,22 @@ def test_a_finished_run_is_skipped(tmp_path: Path, binary_task: Path) -> None:
     other = config(tmp_path, binary_task, *RANDOM_INIT, "max_steps=10", "lr_head=1e-2")
     with pytest.raises(D3lmError, match=r"holds a run with other settings \(lr_head"):
         finetune(other)
+
+
+def test_precision_auto_is_recorded_as_its_choice_and_reruns_skip(
+    tmp_path: Path, binary_task: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def emulated(dtype: torch.dtype, *args: object, **kwargs: object) -> float:
+        return 0.5 if dtype == torch.bfloat16 else 0.01  # bf16 50x slower than fp32
+
+    monkeypatch.setattr("d3lm.precision.matmul_seconds", emulated)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = config(tmp_path, binary_task, *RANDOM_INIT, "max_steps=10", "trainer.precision=auto")
+    run = finetune(cfg)
+    assert OmegaConf.load(run / "config.yaml").trainer.precision == "32-true"
+    stamp = (run / "metrics.json").stat().st_mtime_ns
+    assert finetune(cfg) == run
+    assert (run / "metrics.json").stat().st_mtime_ns == stamp
 
 
 def test_max_epochs_sets_the_number_of_steps(tmp_path: Path, binary_task: Path) -> None:
