@@ -83,16 +83,23 @@ def settings() -> tuple[Path, Path, str]:
     return results, reports, scale
 
 
+def read_rows(experiment: str, command: str, text_columns: Sequence[str]) -> pd.DataFrame:
+    """``results/<experiment>-<scale>.csv`` with ``text_columns`` read as text labels; a missing
+    file names the ``command`` (given the scale) that writes it."""
+    results, _, scale = settings()
+    path = results / f"{experiment}-{scale}.csv"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no results yet; run `{command} --scale {scale}` (or its make target)"
+        )
+    return pd.read_csv(path, dtype={column: str for column in text_columns})
+
+
 def load_results(grid: str, axes: Sequence[str]) -> pd.DataFrame:
     """``results/ablation-<grid>-<scale>.csv`` with the axis columns as text labels."""
     results, _, scale = settings()
     path = results / f"ablation-{grid}-{scale}.csv"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: no results yet; run `d3lm ablation {grid} --scale {scale}` "
-            "(or its make target)"
-        )
-    rows = pd.read_csv(path, dtype={axis: str for axis in axes})
+    rows = read_rows(f"ablation-{grid}", f"d3lm ablation {grid}", axes)
     missing = [axis for axis in axes if axis not in rows.columns]
     if missing:
         raise ValueError(f"{path}: no column for axis {missing}")

@@ -29,17 +29,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from figures import save_figure
-from tables import settings, write_table
+from tables import read_rows, write_table
 
 RANDOM = "random"
-results, _, scale = settings()
-path = results / f"understanding-{scale}.csv"
-if not path.exists():
-    raise FileNotFoundError(
-        f"{path}: no results yet; run `d3lm understanding --scale {scale}` "
-        "(or `make table-understanding`)"
-    )
-rows = pd.read_csv(path, dtype={"task": str, "init": str})
+rows = read_rows("understanding", "d3lm understanding", ["task", "init"])
 test = rows[(rows["split"] == "test") & (rows["metric"] == "mcc")]
 tasks = list(dict.fromkeys(test["task"]))
 inits = [RANDOM, *(i for i in dict.fromkeys(test["init"]) if i != RANDOM)]
