@@ -6,6 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench
 
 # Ablations: SCALE picks experiments/scales/<SCALE>.yaml, SEEDS=N overrides the grids' 3 seeds,
 # SEI_WEIGHTS=FILE adds SFID (fd_sei) to every point, SHARD=I/N runs only training points I, I+N, ...
@@ -43,7 +44,18 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+# Speed figures (about 30 CPU-minutes here): the training and sampling-speed-up sections of
+# BENCHMARKS.md are rewritten in place (between their <!-- bench:... --> markers); GPU rows come
+# from `bash bench/gpu.sh OUT` on a GPU machine.
+bench: $(BENCH_STAMP)
+	$(PY) bench/bench_training.py --scaling --figure reports/bench/training-cost.png \
+		--write BENCHMARKS.md --section training-cpu
+	$(PY) bench/bench_sampling_speedup.py --write BENCHMARKS.md
+	$(PY) bench/bench_fused_qkv.py --write BENCHMARKS.md
 	$(PY) bench/bench_precision.py
 	$(PY) bench/bench_sampling.py --random-init --n 200 --presets random --steps 50
 	$(PY) bench/sampler_oracle.py

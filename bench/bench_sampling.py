@@ -9,13 +9,13 @@ straightforward one (network and full softmax at every position, every step), in
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
+from machine import cpu_name
 
 from d3lm.io import write_with
 from d3lm.registry import SAMPLERS
@@ -74,16 +74,6 @@ def textbook_random(
             scores = scores.masked_fill(ids != den.mask_id, -1.0)
             pos = scores.topk(k, dim=1).indices
             ids.scatter_(1, pos, x0.gather(1, pos))
-
-
-def cpu_name() -> str:
-    """The CPU model (``lscpu``'s "Model name"), so a timing says which machine gave it."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or "unknown CPU"
 
 
 def table(rows: pd.DataFrame) -> str:

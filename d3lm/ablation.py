@@ -337,11 +337,25 @@ def check_same_sampling(cfg: DictConfig, out: Path) -> None:
     """A sample point folder is reused only for the same ``sample`` settings (grids that share
     trained runs may name sample points alike); its ``sample.yaml`` records them."""
     saved = out / "sample.yaml"
-    if saved.exists() and OmegaConf.load(saved) != cfg.sample:
+    if saved.exists() and _drawn(OmegaConf.load(saved)) != _drawn(cfg.sample):
         raise D3lmError(
             f"{out}: sampled with other settings than this grid point asks for ({saved}); "
             "remove the folder or name the axis differently"
         )
+
+
+#: ``sample`` keys that change how sequences are computed, not the experiment: not compared, so
+#: samples drawn on a CPU are reused on a GPU machine (its rounding may change rare tokens). Not
+#: ``batch_size``: a remasking sampler stops a batch once none of its rows has a mask left.
+NOT_DRAWN = ("workers", "progress", "device")
+
+
+def _drawn(sample: DictConfig) -> dict[str, Any]:
+    """The ``sample`` settings that decide the sequences (the counter-based draws make them
+    independent of worker processes)."""
+    plain = OmegaConf.to_container(sample, resolve=True)
+    assert isinstance(plain, dict)
+    return {k: v for k, v in plain.items() if k not in NOT_DRAWN}
 
 
 def train_status(cfg: DictConfig, run_dir: Path) -> str:

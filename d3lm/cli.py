@@ -77,7 +77,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     sections = set(load_config())
     dotted = [o for o in args.overrides if o.split("=", 1)[0].split(".", 1)[0] in sections]
     params = [f"sample.sampler.params.{o}" for o in args.overrides if o not in dotted]
-    extra = [f"sample.{k}={v}" for k, v in (("n", args.n), ("bp", args.bp)) if v is not None]
+    given = (("n", args.n), ("bp", args.bp), ("workers", args.workers))
+    extra = [f"sample.{k}={v}" for k, v in given if v is not None]
     if args.sampler:
         extra.append(f"sample.sampler.name={args.sampler}")
     cfg = load_run_config(Path(args.run), [*dotted, *extra, *params])
@@ -283,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", help="sampler preset name (d3lm plugins)")
     p.add_argument("--n", type=_positive, help="number of sequences")
     p.add_argument("--bp", type=_positive, help="length of each sequence")
+    p.add_argument(
+        "--workers",
+        help="processes that split the sequences (CPU): an integer, or auto = one per core",
+    )
     p.add_argument("--out", type=Path)
     p.add_argument("--trace", type=Path, help="save the unmasking order (torch file)")
     p.add_argument(

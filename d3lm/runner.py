@@ -39,8 +39,10 @@ from d3lm.evaluate import EvaluateOptions, build_extractors, evaluate_samples, w
 from d3lm.io import atomic_path, check_writable, write_text
 from d3lm.lit.diffusion_lm import DiffusionLM, NonFinite
 from d3lm.metrics.motifs import MotifScanner
+from d3lm.plugins import load_plugins
 from d3lm.precision import AUTO, Choice, resolve
 from d3lm.registry import SAMPLERS, TOKENIZERS
+from d3lm.sampling import workers as sampling_workers
 from d3lm.sampling.causal import network_denoiser
 
 GENERATED = "generated"
@@ -336,6 +338,9 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
         load_weights(model, saved, last, "the model this config describes")
     elif cfg.model.init_output_bias:
         model.init_output_bias(datamodule.train_ids())
+    if compile_blocks(cfg.trainer.compile, trainer.strategy.root_device):
+        for layer in model.encoder.layers[:-1]:  # the last block's shapes follow the mask
+            layer.compile()  # in place: parameter names and checkpoints stay as they are
     new = saved is None and trainer.is_global_zero
     if new:
         _discard(run_dir)  # what a run killed before its first checkpoint left
@@ -356,6 +361,19 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
             raise D3lmError(f"{run_dir}: {err}; {where}") from None
         raise
     return run_dir
+
+
+def compile_blocks(value: Any, device: torch.device) -> bool:
+    """``trainer.compile``: ``auto`` compiles the encoder blocks on a GPU, where it paid
+    (+17 to 25 % in bf16 at nt-v2-50m, 5 to 9 s of compiling), not on a CPU (+3 % to -6 %
+    at nt-v2-50m, 26 to 30 s of compiling; BENCHMARKS.md)."""
+    if value == AUTO:
+        chosen = device.type == "cuda"
+        rank_zero_info(f"compile auto -> {'on' if chosen else 'off'} ({device.type})")
+        return chosen
+    if not isinstance(value, bool):
+        raise D3lmError(f"trainer.compile={value!r}: expected auto, true or false")
+    return value
 
 
 def build_model(cfg: DictConfig, tokenizer: dict[str, Any] | None = None) -> DiffusionLM:
@@ -420,29 +438,31 @@ def load_model(run_dir: Path, checkpoint: Path | None = None) -> DiffusionLM:
 def sample(
     cfg: DictConfig, run_dir: Path, out: Path | None = None, trace: Path | None = None
 ) -> Path:
-    """Generate ``cfg.sample.n`` sequences of exactly ``cfg.sample.bp`` bp into a FASTA file."""
+    """Generate ``cfg.sample.n`` sequences of exactly ``cfg.sample.bp`` bp into a FASTA file.
+
+    ``sample.device`` (``auto``: the GPU when there is one) runs the network. On the CPU,
+    ``sample.workers`` processes (``auto``: one per core, at most one per batch) sample
+    contiguous runs of whole batches, each loading the checkpoint itself; the output is the
+    same for any count. A GPU is driven by one process.
+    """
     s = cfg.sample
-    for key in ("n", "bp"):
+    for key in ("n", "bp", "batch_size"):
         if not isinstance(s[key], int) or s[key] < 1:
             raise D3lmError(f"sample.{key}={s[key]!r}: must be a positive integer")
+    batches = -(-s.n // s.batch_size)
+    workers = min(sampling_workers.resolve(s.workers, "sample.workers", batches), s.n)
+    if sample_device(s.device).type != "cpu":
+        workers = 1
     out = Path(out or Path(run_dir) / "samples.fasta")
     check_writable(out)  # before the work, not after it
-    sampler = SAMPLERS.build(s.sampler.name, sampler_params(cfg))
-    model = load_model(run_dir)
+    checkpoint = last_checkpoint(run_dir)  # one file for every worker, even if training goes on
+    model = load_model(run_dir, checkpoint)
+    job = functools.partial(_sample_range, cfg, Path(run_dir), checkpoint)  # workers load it
+    if workers == 1:  # in this process: the model loaded above, and its progress bar
+        job = functools.partial(job, model=model, progress=s.progress)
+    parts = sampling_workers.run(job, s.n, workers, s.batch_size)
+    ids = torch.cat([p[0] for p in parts])
     tok = model.tokenizer
-    autocast = getattr(torch, s.autocast) if s.autocast else None
-    # A causal (AR) run reads its logits shifted, under causal attention: the objective says so.
-    denoiser = network_denoiser(
-        model.encoder, model.head, model.objective, tok.mask_id, tok.vocab_size, autocast
-    )
-    ids = sampler.sample(
-        denoiser,
-        s.n,
-        tok.layout(s.bp),
-        seed=s.seed,
-        batch_size=s.batch_size,
-        progress=s.progress,
-    )
     sequences = [tok.decode(row) for row in ids]
     wrong = [i for i, seq in enumerate(sequences) if len(seq) != s.bp]
     if wrong:
@@ -455,8 +475,60 @@ def sample(
         ((f"{cfg.experiment}/{Path(run_dir).name}/{i}", seq) for i, seq in enumerate(sequences)),
     )
     if trace is not None:
-        torch.save({"trace": sampler.last_run.trace, "nfe": sampler.last_run.nfe}, trace)
+        nfe, order = torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+        torch.save({"trace": order, "nfe": nfe}, trace)
     return out
+
+
+def _sample_range(
+    cfg: DictConfig,
+    run_dir: Path,
+    checkpoint: Path,
+    part: range,
+    model: DiffusionLM | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ids, NFE and trace of the sequences ``part`` (global indices) of ``sample``'s job.
+
+    Without ``model`` (a worker process) it loads the plugins and the checkpoint itself: workers
+    get paths, never the model."""
+    if model is None:
+        load_plugins()
+        model = load_model(run_dir, checkpoint)
+    s = cfg.sample
+    device = sample_device(s.device)
+    model.to(device)
+    sampler = SAMPLERS.build(s.sampler.name, sampler_params(cfg))
+    tok = model.tokenizer
+    autocast = getattr(torch, s.autocast) if s.autocast else None
+    # A causal (AR) run reads its logits shifted, under causal attention: the objective says so.
+    denoiser = network_denoiser(
+        model.encoder, model.head, model.objective, tok.mask_id, tok.vocab_size, autocast
+    )
+    ids = sampler.sample(
+        denoiser,
+        len(part),
+        tok.layout(s.bp).to(device),
+        seed=s.seed,
+        batch_size=s.batch_size,
+        progress=progress,
+        first_index=part.start,
+    )
+    assert sampler.last_run is not None
+    return ids.cpu(), sampler.last_run.nfe.cpu(), sampler.last_run.trace.cpu()
+
+
+def sample_device(spec: str) -> torch.device:
+    """``sample.device``: ``auto`` is the first GPU when torch sees one, else the CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise D3lmError(f"sample.device={spec!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise D3lmError(f"sample.device={spec!r}: torch sees no CUDA device here")
+    return device
 
 
 def sampler_params(cfg: DictConfig) -> dict[str, Any]:

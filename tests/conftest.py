@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import DictConfig
+
+from d3lm.config import load_config
 
 
 def markov_sequences(n: int, length: int, seed: int = 0) -> list[str]:
@@ -39,6 +42,12 @@ def markov_sequences(n: int, length: int, seed: int = 0) -> list[str]:
         start = rng.integers(0, length - 8)
         out.append(text[:start] + "TATAAAAG" + text[start + 8 :])
     return out
+
+
+def micro_config(table: Path, root: Path, *overrides: str) -> DictConfig:
+    """The ``micro`` config training on ``table``, with its runs and caches under ``root``."""
+    base = [f"data.dataset={table}", f"runs_dir={root}", f"cache_dir={root / 'cache'}"]
+    return load_config("micro", overrides=[*base, *overrides])
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from d3lm import ablation, runner
 from d3lm.ablation import Plan, check_plugins, load_grid, run_grid
 from d3lm.config import load_config
+from d3lm.errors import D3lmError
 from d3lm.registry import SAMPLERS, SCHEDULES, TOKENIZERS
 
 GRIDS = sorted(ablation.GRIDS_DIR.glob("*.yaml"))
@@ -332,3 +333,15 @@ def test_micro_grid_end_to_end_skips_and_restarts(
     longer = Plan(micro_plan.grid, "micro", [*micro_plan.overrides, "optim.lr=0.1"])
     with pytest.raises(ValueError, match="trained with other optim"):
         run_grid(longer, dry_run=True, echo=lines.append)
+
+
+def test_sample_points_are_reused_across_worker_counts_but_not_other_settings(tmp_path):
+    """Worker processes never change the sequences (counter-based draws), so a point sampled
+    with another ``sample.workers`` is reused; any setting that changes them is refused."""
+    cfg = load_config("micro")
+    saved = OmegaConf.merge(cfg.sample, {"workers": 1, "progress": False})
+    OmegaConf.save(saved, tmp_path / "sample.yaml")
+    ablation.check_same_sampling(cfg, tmp_path)
+    cfg.sample.seed = 1
+    with pytest.raises(D3lmError, match="other settings"):
+        ablation.check_same_sampling(cfg, tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -11,8 +12,10 @@ from torch import Tensor
 from d3lm.diffusion.schedules import Linear, NoiseSchedule
 from d3lm.registry import OBJECTIVES
 
-#: ``logits = model(ids, attention_mask)`` with logits of shape (B, L, vocab).
-Denoiser = Callable[[Tensor, Tensor | None], Tensor]
+#: ``logits = model(ids, attention_mask)`` with logits of shape (B, L, vocab); a model that also
+#: takes ``at`` (B, L) bool returns the (N, vocab) logits at those positions only, in row-major
+#: order (``DiffusionLM``: its last block and LM head then run there alone).
+Denoiser = Callable[..., Tensor]
 
 # Every objective declares how the network is run and read, so that the LightningModule and the
 # sampler's denoiser follow the objective without knowing its name:
@@ -36,6 +39,40 @@ def token_ce(logits: Tensor, ids: Tensor, scored: Tensor, never_id: int) -> Tens
     # where (not a product) so unscored positions get exactly zero loss and zero gradient, and
     # no host sync is needed, unlike boolean indexing.
     return torch.where(scored, ce.view_as(ids), 0.0).sum(dim=-1)
+
+
+def scored_ce(
+    model: Denoiser,
+    noisy: Tensor,
+    attention_mask: Tensor | None,
+    ids: Tensor,
+    scored: Tensor,
+    never_id: int,
+) -> Tensor:
+    """Sum of CE (nats) of ``ids`` over the ``scored`` positions of each sequence, (B,), with the
+    model's logits computed at those positions only when it can (``at``).
+
+    The loss reads nothing else, so the result and its gradients are those of the full logits;
+    the LM head (a quarter of a ``tiny`` step) and the last block's feed-forward then run on
+    the scored half (diffusion) or 15 % (MLM) of the tokens.
+    """
+    if not _takes_at(model):
+        return token_ce(model(noisy, attention_mask), ids, scored, never_id)
+    logits = model(noisy, attention_mask, at=scored)
+    rows = scored.nonzero(as_tuple=True)[0]
+    never = torch.arange(logits.shape[-1], device=logits.device) == never_id
+    ce = F.cross_entropy(
+        logits.float().masked_fill(never, float("-inf")), ids[scored], reduction="none"
+    )
+    return torch.zeros(ids.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)
+
+
+def _takes_at(model: Denoiser) -> bool:
+    call = model.forward if isinstance(model, torch.nn.Module) else model
+    try:
+        return "at" in inspect.signature(call).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
 
 
 @OBJECTIVES.register("masked_diffusion")
@@ -127,7 +164,7 @@ class MaskedDiffusion:
         if attention_mask is not None:
             maskable = maskable & attention_mask
         noisy, masked, weight = self.noise(ids, maskable, generator)
-        per_seq = weight * self.masked_ce(model(noisy, attention_mask), ids, masked)
+        per_seq = weight * scored_ce(model, noisy, attention_mask, ids, masked, self.mask_id)
         n_maskable = maskable.sum()
         loss = per_seq.sum() / n_maskable.clamp_min(1)
         stats = {
@@ -282,7 +319,7 @@ class MaskedLanguageModel:
         if attention_mask is not None:
             maskable = maskable & attention_mask
         noisy, selected = self.corrupt(ids, maskable, generator)
-        ce = token_ce(model(noisy, attention_mask), ids, selected, self.mask_id)
+        ce = scored_ce(model, noisy, attention_mask, ids, selected, self.mask_id)
         n_selected = selected.sum()
         n_maskable = maskable.sum()
         stats = {

@@ -25,7 +25,13 @@ from torchmetrics.classification import (
 )
 
 from d3lm.errors import D3lmError
-from d3lm.lit.diffusion_lm import RNG_KEY, rng_states, set_rng_states, warmup_cosine
+from d3lm.lit.diffusion_lm import (
+    RNG_KEY,
+    fused_adamw,
+    rng_states,
+    set_rng_states,
+    warmup_cosine,
+)
 from d3lm.model import CLASSIFIER_HEADS, POOLINGS, NTv2Encoder
 from d3lm.registry import BACKBONES, TOKENIZERS
 from d3lm.tokenizers import Tokenizer
@@ -231,7 +237,8 @@ class SequenceClassifier(L.LightningModule):
             ):
                 if params:
                     groups.append({"params": params, "lr": lr, "weight_decay": decay})
-        optimizer = torch.optim.AdamW(groups, betas=tuple(o["betas"]))
+        fused = fused_adamw(self, (p for g in groups for p in g["params"]))
+        optimizer = torch.optim.AdamW(groups, betas=tuple(o["betas"]), fused=fused)
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
@@ -70,6 +71,18 @@ def warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def fused_adamw(module: L.LightningModule, params: Iterable[torch.Tensor]) -> bool:
+    """Whether AdamW runs fused (one kernel over all tensors): on CPU and CUDA, unless the run is
+    mixed-precision, where Lightning refuses gradient clipping with a fused optimiser (it would
+    unscale fp16 gradients itself); torch's foreach step, the CUDA default, runs there. The
+    CPU default, a for-loop step, costs ~10 passes over every weight: at ``nt-v2-50m`` on a
+    CPU that was seconds per step (BENCHMARKS.md)."""
+    trainer = module._trainer
+    if trainer is not None and "mixed" in str(trainer.precision):
+        return False
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+
+
 class DiffusionLM(L.LightningModule):
     def __init__(
         self,
@@ -121,11 +134,18 @@ class DiffusionLM(L.LightningModule):
         self.head.bias.copy_(log_freq.masked_fill(self.special, -30.0).to(self.head.bias))
 
     def forward(
-        self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self,
+        ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        at: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Logits (B, L, vocab), or (N, vocab) at the ``at`` (B, L) positions only."""
         # The objective says how the network runs (causal for the AR baseline), so training,
         # validation and anything else calling the model agree with it.
-        return self.head(self.encoder(ids, attention_mask, causal=self.objective.causal))
+        causal = self.objective.causal
+        if at is not None and causal:  # the sparse last block is bidirectional only
+            return self.head(self.encoder(ids, attention_mask, causal=True)[at])
+        return self.head(self.encoder(ids, attention_mask, causal=causal, at=at))
 
     def _loss(
         self, ids: torch.Tensor, generator: torch.Generator | None = None, objective: Any = None
@@ -134,7 +154,11 @@ class DiffusionLM(L.LightningModule):
         exact AR NLL; None for a loss that bounds no likelihood, MLM's), nucleotides in the
         batch) under ``objective`` (default: the training objective)."""
         objective = objective or self.objective
-        attention_mask = ids != self.tokenizer.pad_id
+        attention_mask: torch.Tensor | None = ids != self.tokenizer.pad_id
+        if bool(attention_mask.all()):
+            # No pads (fixed-length batches): no mask, so attention takes its fused kernels
+            # (flash on GPU) instead of the masked fallback.
+            attention_mask = None
         loss, stats = objective.loss(
             self, ids, ~self.special[ids], attention_mask=attention_mask, generator=generator
         )
@@ -198,6 +222,7 @@ class DiffusionLM(L.LightningModule):
             ],
             lr=optim["lr"],
             betas=tuple(optim["betas"]),
+            fused=fused_adamw(self, self.parameters()),
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,

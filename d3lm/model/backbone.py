@@ -186,23 +186,28 @@ class SelfAttention(nn.Module):
     def forward(
         self, x: Tensor, attn_mask: Tensor | None, causal: bool, at: Query | None = None
     ) -> Tensor:
-        """(B, L, hidden) -> (B, L, hidden); with ``at`` = (rows, cols), queries only there:
-        -> (N, hidden), each attending over all keys of its row."""
+        """(B, L, hidden) -> (B, L, hidden); with ``at`` = (rows, cols), outputs only there:
+        -> (N, hidden), each query attending over all keys of its row.
+
+        With at most one query per row on average (a sampler committing a token per sequence)
+        each query attends over a copy of its row's keys and values (N x L x hidden); with more
+        (training's masked positions) that copy would outgrow the whole attention, so all
+        queries attend and only the output projection runs at the ``at`` positions.
+        """
         k = self.rotary(self._split(self.key(x)))
         v = self._split(self.value(x))
-        if at is None:
-            q = self.rotary(self._split(self.query(x)))
-        else:
+        if at is not None and len(at[0]) <= x.shape[0]:
             rows, cols = at
             q = self.query(x[rows, cols]).view(len(rows), self.heads, 1, k.shape[-1])
             q = self.rotary(q, cols, x.shape[1])
-            k, v = k[rows], v[rows]
-            attn_mask = None if attn_mask is None else attn_mask[rows]
+            mask = None if attn_mask is None else attn_mask[rows]
+            out = F.scaled_dot_product_attention(q, k[rows], v[rows], attn_mask=mask)
+            return self.output(out.flatten(1))
+        q = self.rotary(self._split(self.query(x)))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None
-        )
-        out = self.output(out.transpose(1, 2).flatten(2))
-        return out if at is None else out.squeeze(1)
+        ).transpose(1, 2)
+        return self.output(out.flatten(2) if at is None else out[at].flatten(1))
 
 
 class SwiGLU(nn.Module):
@@ -215,7 +220,11 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        if torch.is_grad_enabled():
+            return self.down(F.silu(gate) * up)
+        # Inference (sampling): the same values written into the projection's own buffer, two
+        # (tokens x ffn) allocations fewer per block.
+        return self.down(F.silu(gate, inplace=True).mul_(up))
 
 
 class Block(nn.Module):
@@ -260,13 +269,32 @@ class Embeddings(nn.Module):
             index = torch.where(nucleotide_codes >= 0, nucleotide_codes + offsets, empty)
             self.register_buffer("nucleotide_index", index, persistent=False)
             self.nucleotide_embeddings = nn.Embedding(empty + 1, cfg.hidden, padding_idx=empty)
+        #: (word weights, nucleotide weights, their summed table): ``weight()``'s no-grad cache.
+        self._table: tuple[Tensor, Tensor, Tensor] | None = None
 
     def weight(self) -> Tensor:
-        """The (vocab, hidden) table a token id looks up (and a tied decoder multiplies)."""
+        """The (vocab, hidden) table a token id looks up (and a tied decoder multiplies).
+
+        The per-nucleotide sum costs a (vocab x width x hidden) gather per call, twice per
+        forward with a tied head. Without gradients (sampling, evaluation) the sum is kept with
+        copies of the weights it came from and reused while the weights still equal them: a
+        comparison reads 1/width as much memory, and unlike version counters (which fused
+        optimisers do not bump) it cannot miss a change.
+        """
         table = self.word_embeddings.weight
-        if self.nucleotide_embeddings is not None:
-            table = table + self.nucleotide_embeddings(self.nucleotide_index).sum(dim=1)
-        return table
+        if self.nucleotide_embeddings is None:
+            return table
+        nuc = self.nucleotide_embeddings.weight
+        if torch.is_grad_enabled():
+            return table + self.nucleotide_embeddings(self.nucleotide_index).sum(dim=1)
+        kept = self._table
+        if kept is None or not all(
+            a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+            for a, b in zip(kept[:2], (table, nuc), strict=True)
+        ):
+            summed = table + self.nucleotide_embeddings(self.nucleotide_index).sum(dim=1)
+            kept = self._table = (table.clone(), nuc.clone(), summed)
+        return kept[2]
 
     def forward(self, ids: Tensor) -> Tensor:
         if self.nucleotide_embeddings is None:

@@ -1,8 +1,15 @@
-"""``Sampler``: the one step loop every preset runs, composed from registered axes."""
+"""``Sampler``: the one step loop every preset runs, composed from registered axes.
+
+The loop of one batch (a *cohort*) is a generator that yields its network requests and is sent
+the features. ``_refill`` keeps several cohorts in flight and answers all their waiting requests
+with one ``features`` call, starting new cohorts while that call is short of ``batch_size``
+rows: with ancestral counts, ReMDM or the feature cache, rows need the network at different
+steps, and static batches would run most calls on a fraction of the batch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +44,66 @@ class RunStats:
 
     nfe: Tensor  #: (n,)
     trace: Tensor  #: (n, L)
+
+
+@dataclass
+class _Request:
+    """One cohort's network call: ``ids`` (R, L) of the rows that need it and ``at`` (R, L), the
+    positions wanted (features (N, H)); None: every position (features (R, L, H))."""
+
+    ids: Tensor
+    at: Tensor | None
+
+
+#: What a cohort returns: ids (B, L), nfe (B,), trace (B, L).
+_Result = tuple[Tensor, Tensor, Tensor]
+#: A cohort yields requests, is sent their features and returns its result.
+_Cohort = Generator[_Request, Tensor, _Result]
+
+
+def _features(den: Denoiser, requests: list[_Request]) -> list[Tensor]:
+    """One ``features`` call for all ``requests`` (ids concatenated), split back per request.
+
+    Every cohort of a sampler asks for the same kind (``at`` or every position), so the
+    requests of a tick always merge."""
+    ids = torch.cat([r.ids for r in requests])
+    if requests[0].at is None:
+        return list(den.features(ids).split([len(r.ids) for r in requests]))
+    at = [r.at for r in requests if r.at is not None]
+    return list(den.features(ids, at=torch.cat(at)).split([int(a.sum()) for a in at]))
+
+
+def _refill(
+    den: Denoiser, cohorts: Iterator[_Cohort], batch_size: int
+) -> Iterator[tuple[int, _Result]]:
+    """Run ``cohorts`` with their requests merged; yields (cohort number, result) as each ends.
+
+    Each tick, the requests of every waiting cohort go into one network call; while they hold
+    fewer than ``batch_size`` rows, the next cohort starts and joins the tick, so the call stays
+    full until the queue is empty. Exact: a row's features do not depend on the other rows.
+    """
+    waiting: dict[int, tuple[_Cohort, _Request]] = {}
+    queue = enumerate(cohorts)
+
+    def advance(k: int, cohort: _Cohort, feats: Tensor | None) -> Iterator[tuple[int, _Result]]:
+        try:
+            waiting[k] = (cohort, next(cohort) if feats is None else cohort.send(feats))
+        except StopIteration as done:
+            yield k, done.value
+
+    while True:
+        while sum(len(request.ids) for _, request in waiting.values()) < batch_size:
+            new = next(queue, None)
+            if new is None:
+                break
+            yield from advance(*new, None)
+        if not waiting:
+            return
+        tick = list(waiting.items())
+        waiting.clear()
+        answers = _features(den, [request for _, (_, request) in tick])
+        for (k, (cohort, _)), feats in zip(tick, answers, strict=True):
+            yield from advance(k, cohort, feats)
 
 
 def _alpha_fn(schedule: Any) -> Callable[[float], float]:
@@ -82,10 +149,13 @@ class Sampler:
     Each step: the remasker picks committed tokens to re-mask, the count says how many masked
     positions to commit, the order says which, and those get tokens drawn (float64) from the
     denoiser's processed distribution. ``block_length`` splits positions into semi-AR blocks that
-    share the steps. ``cache`` skips the network for sequences unchanged since their last call;
-    ``sparse_head`` runs the network's last block, head, softmax and draws only at positions
-    chosen before the call (orders and counts that do not read logits). Both off = the
-    straightforward loop (benchmarks).
+    share the steps. ``cache`` keeps each sequence's features per position until the sequence
+    changes, so the network runs only for sequences that need a position not yet computed;
+    ``sparse_head`` runs the network's last block only where the step needs it: at the eligible
+    (and, for replanning orders, committed) positions for orders and counts that read logits,
+    and, for the others, with the head, softmax and draws, only at the positions chosen before
+    the call. Both off = the straightforward loop (benchmarks): the whole network and the head
+    at every position of every sequence, every step.
     """
 
     def __init__(
@@ -132,6 +202,7 @@ class Sampler:
         batch_size: int = 64,
         hook: Hook | None = None,
         progress: bool = False,
+        first_index: int = 0,
     ) -> Tensor:
         """``n`` sequences (n, L) legal under ``layout`` (L, V)."""
         ids = torch.full((n, layout.shape[0]), denoiser.mask_id, device=layout.device)
@@ -145,6 +216,7 @@ class Sampler:
             batch_size=batch_size,
             hook=hook,
             progress=progress,
+            first_index=first_index,
         )
 
     def infill(
@@ -158,11 +230,16 @@ class Sampler:
         batch_size: int = 64,
         hook: Hook | None = None,
         progress: bool = False,
+        first_index: int = 0,
     ) -> Tensor:
         """Fill the positions of ``ids`` (n, L) where ``known`` is False; known ones never change.
 
         Positions whose layout allows exactly one token are known too (e.g. ``<cls>``).
-        ``progress`` shows sequences done / total on stderr when it is a terminal.
+        Sequences run in cohorts of ``batch_size`` whose network calls are merged (``_refill``),
+        so hook events of cohorts in flight interleave. ``first_index`` is the global id of the
+        first sequence (random draws and hook ``index`` follow it), so a slice of a larger job
+        (a worker's) draws exactly what the whole job draws there. ``progress`` shows
+        sequences done / total on stderr when it is a terminal.
         """
         layout = layout.to(torch.bool)
         forced = layout.sum(-1) == 1
@@ -176,16 +253,27 @@ class Sampler:
                 f"{tuple(bad[0].tolist())}"
             )
         ids = ids.masked_fill(~known, denoiser.mask_id)
-        out, nfe, trace = [], [], []
-        bar = tqdm(total=len(ids), desc="sample", unit="seq", disable=None if progress else True)
-        for start in range(0, ids.shape[0], batch_size):
-            index = torch.arange(start, min(start + batch_size, ids.shape[0]), device=ids.device)
-            o, f, t = self._run(denoiser, ids[index].clone(), layout, index, seed, hook)
-            out.append(o), nfe.append(f), trace.append(t)
-            bar.update(len(index))
+        n = ids.shape[0]
+        cohorts = (
+            self._cohort(
+                denoiser,
+                ids[start : start + batch_size].clone(),
+                layout,
+                torch.arange(start, min(start + batch_size, n), device=ids.device) + first_index,
+                seed,
+                hook,
+            )
+            for start in range(0, n, batch_size)
+        )
+        results: dict[int, _Result] = {}
+        bar = tqdm(total=n, desc="sample", unit="seq", disable=None if progress else True)
+        for k, result in _refill(denoiser, cohorts, batch_size):
+            results[k] = result
+            bar.update(len(result[0]))
         bar.close()
-        self.last_run = RunStats(torch.cat(nfe), torch.cat(trace))
-        return torch.cat(out)
+        done = [results[k] for k in range(len(results))]
+        self.last_run = RunStats(torch.cat([r[1] for r in done]), torch.cat([r[2] for r in done]))
+        return torch.cat([r[0] for r in done])
 
     # ----------------------------------------------------------------------------- internals
 
@@ -212,7 +300,7 @@ class Sampler:
             p = p / p.sum(-1, keepdim=True)
         return p
 
-    def _run(
+    def _cohort(
         self,
         den: Denoiser,
         ids: Tensor,
@@ -220,10 +308,12 @@ class Sampler:
         index: Tensor,
         seed: int,
         hook: Hook | None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> _Cohort:
+        """The step loop of one cohort (global sequence ids ``index``): yields each network
+        request and is sent its features, so ``_refill`` can merge several cohorts' calls."""
         b, length = ids.shape
         free = ids == den.mask_id
-        state = _Features(den, b, self.cache)
+        state = _Features(den, ids, self.cache, self.sparse_head)
         confidence = torch.zeros(b, length, dtype=torch.float64, device=ids.device)
         trace = torch.full_like(ids, -1)
         keys = rng.row_keys(seed, index)
@@ -255,10 +345,11 @@ class Sampler:
                 if j < n_steps - 1:  # the last step of a block only commits
                     remask, ctx.sigma = self.remasker(ctx)
                 if logits_first:
-                    commit, replanned, tokens, p_tok = self._step_dense(ctx, state, layout)
+                    step = yield from self._step_dense(den, ctx, state, layout)
+                    commit, replanned, tokens, p_tok = step
                     remask |= replanned
                 else:
-                    commit, tokens, p_tok = self._step_sparse(ctx, state, layout)
+                    commit, tokens, p_tok = yield from self._step_sparse(den, ctx, state, layout)
                 ids = torch.where(commit, tokens, ids).masked_fill(remask, den.mask_id)
                 confidence = torch.where(commit, p_tok, confidence)
                 trace = torch.where(commit, step0 + j, trace).masked_fill(remask, -1)
@@ -269,16 +360,16 @@ class Sampler:
         return ids, state.nfe, trace
 
     def _step_dense(
-        self, ctx: StepContext, state: _Features, layout: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        self, den: Denoiser, ctx: StepContext, state: _Features, layout: Tensor
+    ) -> Generator[_Request, Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Head and softmax first, then choose: for logit-reading axes, and the baseline (which
         evaluates every position, not only the eligible ones)."""
-        feats = state.get(ctx.ids, ctx.eligible.any(1))
         where = ctx.eligible | ctx.committed if self.order.replans else ctx.eligible
         if not self.sparse_head:
             where = torch.ones_like(where)
+        feats = yield from state.get(ctx.ids, ctx.eligible.any(1), where)
         r, c = ctx.at = where.nonzero(as_tuple=True)
-        ctx.probs = self._probs(state.den.logits(feats[r, c]), layout[c])
+        ctx.probs = self._probs(den.logits(feats[r, c]), layout[c])
         ctx.draws = _inverse_cdf(ctx.probs, ctx.stream(rng.TOKEN)[r, c])
         k = self.count(ctx)
         scores = self.order.scores(ctx)
@@ -295,15 +386,16 @@ class Sampler:
         return commit, remask, tokens, p_tok
 
     def _step_sparse(
-        self, ctx: StepContext, state: _Features, layout: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        self, den: Denoiser, ctx: StepContext, state: _Features, layout: Tensor
+    ) -> Generator[_Request, Tensor, tuple[Tensor, Tensor, Tensor]]:
         """Choose first, then head, softmax and draws only at the chosen positions."""
         commit = _top_set(self.order.scores(ctx), ctx.eligible, self.count(ctx))
         tokens = torch.zeros_like(ctx.ids)
         p_tok = torch.zeros_like(ctx.confidence)
         if commit.any() or not self.cache:
             r, c = commit.nonzero(as_tuple=True)
-            probs = self._probs(state.den.logits(state.at(ctx.ids, commit)), layout[c])
+            feats = yield from state.at(ctx.ids, commit)
+            probs = self._probs(den.logits(feats), layout[c])
             tok = _inverse_cdf(probs, ctx.stream(rng.TOKEN)[r, c])
             tokens[r, c] = tok
             p_tok[r, c] = probs.gather(-1, tok[:, None]).squeeze(-1)
@@ -311,39 +403,46 @@ class Sampler:
 
 
 class _Features:
-    """Per-sequence feature cache: a sequence is re-run only if its ids changed since its last
-    network call (valid because the denoiser is not time-conditioned)."""
+    """One cohort's features and network evaluations (NFE: one per sequence per call).
 
-    def __init__(self, den: Denoiser, batch: int, cache: bool) -> None:
+    With ``cache``, a sequence's feature at a position stays valid until the sequence changes
+    (commit or remask; exact because the denoiser is not time-conditioned), and a sequence is
+    re-run only when a position it needs is not valid. Without it, every sequence is re-run
+    every step (the straightforward baseline). ``sparse``: the network computes only the
+    positions asked for (its last block runs there alone), else every position.
+    """
+
+    def __init__(self, den: Denoiser, ids: Tensor, cache: bool, sparse: bool) -> None:
         if cache and den.time_conditioned:
             raise ValueError("the feature cache needs a denoiser that is not time-conditioned")
-        self.den, self.cache = den, cache
+        self.cache, self.sparse = cache, sparse
         self.feats: Tensor | None = None
-        self.fresh = torch.zeros(batch, dtype=torch.bool)
-        self.nfe = torch.zeros(batch, dtype=torch.long)
+        self.valid = torch.zeros_like(ids, dtype=torch.bool)
+        self.nfe = torch.zeros(len(ids), dtype=torch.long)
 
-    def get(self, ids: Tensor, rows: Tensor) -> Tensor:
-        rows = rows.cpu()
-        # without the cache: every sequence, every step (the straightforward baseline)
-        need = rows & ~self.fresh if self.cache else torch.ones_like(rows)
+    def get(self, ids: Tensor, rows: Tensor, where: Tensor) -> Generator[_Request, Tensor, Tensor]:
+        """Features (B, L, H), valid at ``where`` (B, L) in ``rows`` (B,) (elsewhere: stale or
+        zero, and the step must not depend on them)."""
+        need = rows & (where & ~self.valid).any(1) if self.cache else torch.ones_like(rows)
         if need.any():
-            f = self.den.features(ids[need.to(ids.device)])
+            feats = yield _Request(ids[need], where[need] if self.sparse else None)
             if self.feats is None:
-                self.feats = f.new_zeros(ids.shape + f.shape[-1:])
-            self.feats[need.to(ids.device)] = f
-            self.fresh |= need
-            self.nfe += need.long()
+                self.feats = feats.new_zeros((*ids.shape, feats.shape[-1]))
+            fresh = need[:, None] & where  # without ``sparse``, ``where`` is every position
+            self.feats[fresh] = feats.flatten(0, -2)
+            self.valid |= fresh
+            self.nfe += need.long().cpu()
         assert self.feats is not None
         return self.feats
 
-    def at(self, ids: Tensor, where: Tensor) -> Tensor:
+    def at(self, ids: Tensor, where: Tensor) -> Generator[_Request, Tensor, Tensor]:
         """Features (N, H) at ``where`` (B, L) only, from rows with something there (every row
         without the cache). Never cached: each of those rows commits right after, so its
         features would be stale by the next call."""
-        need = where.any(1).cpu() if self.cache else torch.ones(len(ids), dtype=torch.bool)
-        self.nfe += need.long()
-        rows = need.to(ids.device)
-        return self.den.features(ids[rows], at=where[rows])
+        need = where.any(1) if self.cache else torch.ones_like(where[:, 0])
+        self.nfe += need.long().cpu()
+        return (yield _Request(ids[need], where[need]))
 
     def touched(self, rows: Tensor) -> None:
-        self.fresh &= ~rows.cpu()
+        """Rows that changed: none of their features is valid any more."""
+        self.valid &= ~rows[:, None]
