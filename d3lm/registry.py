@@ -14,6 +14,17 @@ from d3lm.errors import D3lmError, PluginParamError
 
 T = TypeVar("T")
 
+
+def takes_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` (for a module, its ``forward``) has a parameter ``name``, so a caller can
+    use an optional keyword (a model's ``at``) only where it is offered; False for builtins and
+    C extensions without a signature."""
+    try:
+        return name in inspect.signature(getattr(fn, "forward", fn)).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 #: Every registry created, by plugin kind; ``d3lm plugins`` lists these.
 REGISTRIES: dict[str, Registry[Any]] = {}
 

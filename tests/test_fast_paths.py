@@ -17,6 +17,7 @@ from d3lm.config import load_config
 from d3lm.errors import D3lmError
 from d3lm.lit.diffusion_lm import DiffusionLM
 from d3lm.model import PRESETS, NTv2Encoder
+from d3lm.registry import takes_keyword
 from d3lm.runner import _plain
 from d3lm.tokenizers import kmer  # noqa: F401  (registers nt6mer)
 
@@ -63,6 +64,7 @@ def test_sparse_loss_and_gradients_equal_the_dense_ones(objective, padded, tied)
     ids = batch(lm, 12, 120, padded)
     maskable = ~lm.special[ids]
     mask = ids != lm.tokenizer.pad_id
+    assert takes_keyword(lm, "at") and not takes_keyword(Dense(lm), "at")  # two real paths
     results = []
     for net in (lm, Dense(lm)):
         lm.zero_grad()

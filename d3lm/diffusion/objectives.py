@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import torch
@@ -10,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from d3lm.diffusion.schedules import Linear, NoiseSchedule
-from d3lm.registry import OBJECTIVES
+from d3lm.registry import OBJECTIVES, takes_keyword
 
 #: ``logits = model(ids, attention_mask)`` with logits of shape (B, L, vocab); a model that also
 #: takes ``at`` (B, L) bool returns the (N, vocab) logits at those positions only, in row-major
@@ -56,7 +55,7 @@ def scored_ce(
     the LM head (a quarter of a ``tiny`` step) and the last block's feed-forward then run on
     the scored half (diffusion) or 15 % (MLM) of the tokens.
     """
-    if not _takes_at(model):
+    if not takes_keyword(model, "at"):
         return token_ce(model(noisy, attention_mask), ids, scored, never_id)
     logits = model(noisy, attention_mask, at=scored)
     rows = scored.nonzero(as_tuple=True)[0]
@@ -65,14 +64,6 @@ def scored_ce(
         logits.float().masked_fill(never, float("-inf")), ids[scored], reduction="none"
     )
     return torch.zeros(ids.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)
-
-
-def _takes_at(model: Denoiser) -> bool:
-    call = model.forward if isinstance(model, torch.nn.Module) else model
-    try:
-        return "at" in inspect.signature(call).parameters
-    except (TypeError, ValueError):  # builtins without a signature
-        return False
 
 
 @OBJECTIVES.register("masked_diffusion")

@@ -7,12 +7,13 @@ positions it is about to commit; samplers never import a model class (docs/desig
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+from d3lm.registry import takes_keyword
 
 
 @runtime_checkable
@@ -56,11 +57,7 @@ class NetworkDenoiser:
         self.mask_id, self.vocab_size = mask_id, vocab_size
         self.autocast = autocast
         self.nfe = 0
-        try:
-            call = encoder.forward if isinstance(encoder, torch.nn.Module) else encoder
-            self._sparse = "at" in inspect.signature(call).parameters
-        except (TypeError, ValueError):  # builtins and C extensions without a signature
-            self._sparse = False
+        self._sparse = takes_keyword(encoder, "at")
 
     def _context(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
         if self.autocast is None:
