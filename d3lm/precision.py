@@ -5,6 +5,9 @@ CPU with AVX-512 BF16 or AMX, and tens of times slower where torch emulates them
 CPU flags alone do not say what torch's kernels make of them, so ``auto`` times a square matmul
 in both dtypes and picks bf16 only when it is clearly faster; the result is cached per machine,
 so a run pays for the probe once. On CUDA the device reports native bf16 itself.
+
+``D3LM_FORCE_PRECISION`` overrides what ``auto`` picks on any machine: the test suite runs once
+under each outcome on one CPU, and a cluster whose nodes differ can pin one precision for all.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -46,6 +50,10 @@ LIGHTNING: tuple[str | int, ...] = (
 MIN_SPEEDUP = 1.5
 #: x86 CPU flags of native bf16 matmul instructions (reported, and part of the cache key).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: Environment variable: what ``auto`` resolves to, whatever the machine (unset: probe).
+FORCE_ENV = "D3LM_FORCE_PRECISION"
+#: The values ``auto`` can resolve to, and so the values ``FORCE_ENV`` may take.
+OUTCOMES = ("bf16-mixed", "32-true")
 
 
 @dataclass(frozen=True)
@@ -92,11 +100,21 @@ def resolve(requested: str | int, accelerator: str, cache_dir: Path | None) -> C
     untouched, ``auto`` asks the device (CUDA) or times the CPU (cached under ``cache_dir``;
     None: no cache)."""
     if requested == AUTO:
-        return _auto(str(accelerator), cache_dir)
+        return forced() or _auto(str(accelerator), cache_dir)
     if requested not in LIGHTNING:
         known = ", ".join(str(p) for p in (AUTO, *LIGHTNING) if isinstance(p, str))
         raise D3lmError(f"trainer.precision={requested!r}: not a precision; use one of {known}")
     return Choice(requested)
+
+
+def forced() -> Choice | None:
+    """The outcome ``FORCE_ENV`` imposes on ``auto``, or None when it is unset."""
+    value = os.environ.get(FORCE_ENV, "").strip()
+    if not value:
+        return None
+    if value not in OUTCOMES:
+        raise D3lmError(f"{FORCE_ENV}={value!r}: use one of {', '.join(OUTCOMES)} (or unset it)")
+    return Choice(value, f"forced by {FORCE_ENV}")
 
 
 def _auto(accelerator: str, cache_dir: Path | None) -> Choice:

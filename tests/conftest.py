@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,78 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from d3lm import precision
 from d3lm.config import load_config
+
+#: Tests that resolved ``trainer.precision: auto`` in the last full pass, one node id a line:
+#: the second pass of ``make test`` reruns them under the outcome this machine did not pick.
+AUTO_TESTS = Path(__file__).resolve().parent.parent / "build" / "auto-precision-tests.txt"
+_auto_users: set[str] = set()
+_FORCED = pytest.StashKey[str]()  # the outcome a forced pass imposes
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--auto-precision",
+        choices=["machine", "other", *precision.OUTCOMES],
+        default="machine",
+        help="what trainer.precision=auto resolves to: the machine's probe (default, and record "
+        "which tests use it), or a forced outcome for only those tests ('other': the one this "
+        "machine does not pick), so one CPU checks the suite under both",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    mode = config.getoption("--auto-precision")
+    if mode == "machine":
+        return
+    if mode == "other":
+        mine = precision.cpu_probe(None).choice().precision
+        mode = next(o for o in precision.OUTCOMES if o != mine)
+    os.environ[precision.FORCE_ENV] = mode
+    config.stash[_FORCED] = mode
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    forced = config.stash.get(_FORCED, None)
+    return f"trainer.precision=auto forced to {forced}" if forced else ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A forced pass keeps only the tests that resolved ``auto`` when last run on the machine's
+    own outcome (all of them when no full pass has been recorded here yet)."""
+    if _FORCED not in config.stash or not AUTO_TESTS.exists():
+        return
+    wanted = _recorded()
+    keep = [item for item in items if item.nodeid in wanted]
+    config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in wanted])
+    items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def _record_auto_precision(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Note the tests whose runs resolve ``trainer.precision: auto`` in this process."""
+    real = precision.forced
+
+    def recording() -> precision.Choice | None:
+        _auto_users.add(request.node.nodeid)
+        return real()
+
+    monkeypatch.setattr(precision, "forced", recording)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _FORCED in session.config.stash or not _auto_users:
+        return
+    AUTO_TESTS.parent.mkdir(parents=True, exist_ok=True)
+    AUTO_TESTS.write_text("\n".join(sorted(_recorded() | _auto_users)) + "\n", encoding="utf-8")
+
+
+def _recorded() -> set[str]:
+    """The node ids in ``AUTO_TESTS`` (ids may hold spaces: one a line)."""
+    if not AUTO_TESTS.exists():
+        return set()
+    return set(AUTO_TESTS.read_text(encoding="utf-8").splitlines())
 
 
 def markov_sequences(n: int, length: int, seed: int = 0) -> list[str]:

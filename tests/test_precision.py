@@ -19,6 +19,12 @@ EMULATED = (3e-3, 0.3)  # fp32 and bf16 seconds of an AVX2 CPU: bf16 0.01x fp32
 NATIVE = (4e-3, 1e-3)  # AVX-512 BF16 / AMX: bf16 4x fp32
 
 
+@pytest.fixture(autouse=True)
+def unforced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests check the probe itself, so ``make test``'s forced pass must not reach them."""
+    monkeypatch.delenv(precision.FORCE_ENV, raising=False)
+
+
 @pytest.fixture
 def timings(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     """Fake matmul timings, a CPU without CUDA or MPS; ``calls`` counts the dtypes timed."""
@@ -33,6 +39,22 @@ def timings(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     return fake
+
+
+@pytest.mark.parametrize("value", precision.OUTCOMES)
+def test_the_environment_forces_what_auto_picks_and_nothing_else(timings, monkeypatch, value):
+    monkeypatch.setenv(precision.FORCE_ENV, value)
+    assert precision.resolve("auto", "cpu", None) == precision.Choice(
+        value, f"forced by {precision.FORCE_ENV}"
+    )
+    assert timings["calls"] == []  # no probe
+    assert precision.resolve("32-true", "cpu", None) == precision.Choice("32-true")
+
+
+def test_a_forced_value_auto_cannot_take_is_refused(monkeypatch):
+    monkeypatch.setenv(precision.FORCE_ENV, "fp8")
+    with pytest.raises(D3lmError, match=r"D3LM_FORCE_PRECISION='fp8': use one of bf16-mixed"):
+        precision.resolve("auto", "cpu", None)
 
 
 def test_auto_is_the_default():
