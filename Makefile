@@ -52,7 +52,8 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	touch $(BENCH_STAMP)
 
-# Speed figures (about 30 CPU-minutes here): the training and sampling-speed-up sections of
+# Speed figures (about 30 CPU-minutes here) and the oracle's seed spread (five oracles of about
+# two CPU-minutes each, cached): the training, sampling-speed-up and oracle-seeds sections of
 # BENCHMARKS.md are rewritten in place (between their <!-- bench:... --> markers); GPU rows come
 # from `bash bench/gpu.sh OUT` on a GPU machine.
 bench: $(BENCH_STAMP)
@@ -64,6 +65,7 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/bench_sampling.py --random-init --n 200 --presets random --steps 50
 	$(PY) bench/sampler_oracle.py
 	$(PY) bench/bench_metrics.py
+	$(PY) bench/oracle_seeds.py --write BENCHMARKS.md
 
 # Attained vs attainable bits/nt on synthetic DNA of known entropy (about 40 CPU-minutes; resumable).
 learnability: $(STAMP)
@@ -87,7 +89,8 @@ table-understanding: $(STAMP)
 
 tables: $(ABLATIONS) table-main table-understanding
 
-# Re-runs every analysis notebook whose results exist (they read results/ only).
+# Re-runs every analysis notebook whose results exist (they read results/ only), then the paper
+# claims table (reports/<SCALE>/claims.md and, at tiny, the README's copy).
 figures: $(STAMP)
 	@for nb in $(GRIDS) main understanding; do \
 	  csv=$${D3LM_RESULTS:-results}/ablation-$$nb-$(SCALE).csv; \
@@ -95,6 +98,7 @@ figures: $(STAMP)
 	  if [ -f $$csv ]; then echo "analysis/$$nb.py"; $(call NOTEBOOK,$$nb) > /dev/null || exit 1; \
 	  else echo "skip analysis/$$nb.py: no $$csv yet"; fi; \
 	done
+	@echo "analysis/claims.py"; $(call NOTEBOOK,claims) > /dev/null
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

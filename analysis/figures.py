@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # headless: `make figures` runs the notebooks as plain sc
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from tables import GENERATED, REFERENCE_SETS, TITLES, row_labels, settings
+from tables import GENERATED, REFERENCE_SETS, TITLES, row_labels, settings, t_interval
 
 from d3lm.io import atomic_path
 
@@ -25,11 +25,11 @@ def metric_figure(
     rows: pd.DataFrame,
     axes: Sequence[str],
     metric: str,
-    kind: str = "bar",
     references: Sequence[str] = ("real", "markov"),
 ) -> plt.Figure:
-    """``metric`` of the generated rows per grid point (mean and std over seeds; ``kind`` "bar"
-    or "point" for ordered axes such as steps), with horizontal lines at the reference sets."""
+    """``metric`` of the generated rows per grid point: one dot per training seed and the mean
+    with its 95 % t interval over seeds (the tables' interval), with horizontal lines at the
+    reference sets' means."""
     data = rows[rows["metric"] == metric].assign(point=row_labels(rows, axes))
     generated = data[data["set"] == GENERATED]
     if generated.empty:
@@ -37,8 +37,11 @@ def metric_figure(
     order = list(dict.fromkeys(generated["point"]))
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(order) + 2), 3.2))
-    plot = sns.barplot if kind == "bar" else sns.pointplot
-    plot(data=generated, x="point", y="value", order=order, errorbar="sd", ax=ax, color="C0")
+    common = {"data": generated, "x": "point", "y": "value", "order": order, "ax": ax}
+    sns.stripplot(**common, color="C0", alpha=0.45, size=3, jitter=0.15)
+    sns.pointplot(
+        **common, errorbar=t_interval, color="C0", linestyle="none", capsize=0.2, markersize=4
+    )
     for name in references:
         level = data.loc[data["set"] == name, "value"]
         if len(level):
@@ -77,9 +80,10 @@ def save_figure(fig: plt.Figure, stem: str) -> list[Path]:
 
 
 def headline(rows: pd.DataFrame) -> str:
-    """The figure metric: SFID when the grid had Sei weights, else the oracle FD, else k-mer FD."""
+    """The figure metric: SFID when the grid had Sei weights, else the oracle KID (unbiased at
+    any n), else the oracle FD, else k-mer FD."""
     present = set(rows["metric"])
-    for metric in ("fd_sei", "fd_oracle", "fd_kmer"):
+    for metric in ("fd_sei", "kid_oracle", "fd_oracle", "fd_kmer"):
         if metric in present:
             return metric
     raise ValueError("no Fréchet distance in the results (evaluate.features is empty)")

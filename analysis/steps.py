@@ -19,20 +19,21 @@
 # `per_token`.
 #
 # Reads `results/ablation-steps-<SCALE>.csv` (written by `d3lm ablation steps`); writes
-# `reports/<SCALE>/steps.md`, `.tex` and the figures as PNG and PDF. Cells are mean ± std over
-# seeds; bold marks the best generated row of each column.
+# `reports/<SCALE>/steps.md`, `.tex` and the figures as PNG and PDF.
+# Cells are the mean [95 % interval] over training seeds, with n and the oracle named under the
+# table; every point is then paired by seed against the grid's reference point (the paper's
+# setting) with a verdict, and the power lines say what would resolve a given difference.
 
 # %%
 from figures import headline, metric_figure, save_figure
-from tables import GENERATION_METRICS, load_results, summarise, write_table
+from tables import GENERATION_METRICS, load_results, write_report
 
 AXES = ["steps"]
 METRICS = GENERATION_METRICS
 
 rows = load_results("steps", AXES)
-summary = summarise(rows, AXES, METRICS)
-md, tex = write_table(summary, METRICS, "steps", "steps", "Number of denoising steps T.")
-print(md.read_text())
+report = write_report("steps", rows, AXES, METRICS, "steps", "Number of denoising steps T.")
+print(report.markdown.read_text())
 
 # %%
-save_figure(metric_figure(rows, AXES, headline(rows), "point", ("real", "markov")), "steps")
+save_figure(metric_figure(report.rows, AXES, headline(report.rows), ("real", "markov")), "steps")

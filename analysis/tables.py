@@ -2,17 +2,24 @@
 
 The notebooks read the tidy CSV that ``d3lm ablation`` writes (one row per point, set, metric)
 and nothing else, so a table can be rebuilt, restyled or extended without touching a model.
+Every cell is a mean with its 95 % interval over training seeds (Student t; with one seed, the
+within-seed bootstrap interval of KID where the rows carry it), and every table states its n
+(samples per point) and its seeds; a table never mixes sample counts or oracles silently
+(:func:`one_instrument`). Paired differences against the grid's reference point and their
+verdicts come from :mod:`d3lm.stats`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from d3lm import stats
 from d3lm.ablation import load_grid
 from d3lm.io import write_text
 
@@ -28,6 +35,7 @@ GENERATED = "generated"
 #: The columns of the generation tables whose axis is a training or sampling setting.
 GENERATION_METRICS = [
     "fd_sei",
+    "kid_oracle",
     "fd_oracle",
     "fd_kmer",
     "js_k6",
@@ -40,6 +48,8 @@ GENERATION_METRICS = [
 #: How to pick the best generated row of a metric: lowest, highest, or closest to real DNA.
 GOALS = {
     "fd_sei": "min",
+    "kid_oracle": "min",
+    "kid_kmer": "min",
     "fd_oracle": "min",
     "fd_kmer": "min",
     "js_k4": "min",
@@ -58,6 +68,8 @@ GOALS = {
 #: Column titles of the printed tables.
 TITLES = {
     "fd_sei": "SFID",
+    "kid_oracle": "KID oracle ×10³",
+    "kid_kmer": "KID k-mer ×10³",
     "fd_oracle": "FD oracle",
     "fd_kmer": "FD k-mer",
     "js_k4": "JS 4-mer",
@@ -72,6 +84,22 @@ TITLES = {
     "nearest_mean": "novelty (nearest train)",
     "fraction_copies": "train copies",
 }
+
+
+#: Metrics printed in other units than stored (KID is ~1e-3 here: shown x 10^3).
+DISPLAY_SCALE = {"kid_oracle": 1e3, "kid_kmer": 1e3, "kid_sei": 1e3}
+#: Rows of a metric ``m`` that hold its within-seed bootstrap interval (``d3lm evaluate``).
+LOW, HIGH = "_lo", "_hi"
+CONFIDENCE = 0.95
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float]:
+    """seaborn's ``errorbar`` callable: the 95 % t interval over seeds that the tables print
+    (the mean itself when there is one seed)."""
+    over_seeds = stats.seed_interval(values, CONFIDENCE)
+    if over_seeds.seeds < 2:
+        return over_seeds.mean, over_seeds.mean
+    return over_seeds.low, over_seeds.high
 
 
 def settings() -> tuple[Path, Path, str]:
@@ -133,17 +161,79 @@ def row_labels(rows: pd.DataFrame, axes: Sequence[str]) -> pd.Series:
     return axis_label.where(generated, rows["set"].map(REFERENCE_SETS).fillna(rows["set"]))
 
 
+def one_instrument(rows: pd.DataFrame, source: str) -> tuple[pd.DataFrame, str]:
+    """The rows of one sample count (the largest of the generated rows') scored by one oracle,
+    and a sentence saying so: FD at n = 256 and at 1,000 differ by its 1/n bias, and two oracles
+    are two instruments. Rows of other sample counts are left out and counted in the sentence;
+    rows of two oracles (the ``oracle`` checksum column) are an error naming both."""
+    n = int(rows.loc[rows["set"] == GENERATED, "n"].max()) if "n" in rows else None
+    same_n = pd.Series(True, index=rows.index) if n is None else rows["n"] == n
+    kept = rows[same_n]
+    left_out = rows.loc[(rows["set"] == GENERATED) & ~same_n, "point"]
+    oracles = kept["oracle"].fillna("unrecorded") if "oracle" in kept else pd.Series(dtype=str)
+    if oracles.nunique() > 1:
+        counts = ", ".join(f"{o} ({k} rows)" for o, k in oracles.value_counts().items())
+        raise ValueError(
+            f"{source}: rows scored by different oracles: {counts}; rescore the grid with "
+            "`d3lm ablation GRID` (it re-evaluates stored samples) before making a table"
+        )
+    seeds = sorted(int(s) for s in kept.loc[kept["set"] == GENERATED, "seed"].unique())
+    note = f"n = {n:,} samples per point" if n is not None else "n not recorded"
+    note += f"; training seeds {', '.join(map(str, seeds))}"
+    if len(oracles):
+        accuracy = kept.get("oracle_test_accuracy", pd.Series(dtype=float)).dropna()
+        note += f"; oracle {oracles.iloc[0]}"
+        if len(accuracy):
+            note += f" (test accuracy {float(accuracy.iloc[0]):.3f})"
+    if len(left_out):
+        note += f"; {left_out.nunique()} point(s) at other n left out"
+    return kept, note
+
+
+def interval_of(values: pd.DataFrame, metric: str) -> pd.Series:
+    """Mean and 95 % interval of one (table row, metric) group over seeds; one seed: the
+    bootstrap interval rows of the metric when there are some."""
+    over_seeds = stats.seed_interval(values["value"].to_numpy(), CONFIDENCE)
+    low, high, basis = over_seeds.low, over_seeds.high, "seeds"
+    if over_seeds.seeds == 1 and {f"{metric}{LOW}", f"{metric}{HIGH}"} <= set(values.columns):
+        low, high = values[f"{metric}{LOW}"].iloc[0], values[f"{metric}{HIGH}"].iloc[0]
+        basis = "bootstrap" if pd.notna(low) else ""
+    return pd.Series(
+        {
+            "mean": over_seeds.mean,
+            "std": values["value"].std(),
+            "low": low,
+            "high": high,
+            "count": over_seeds.seeds,
+            "basis": basis if pd.notna(low) else "",
+        }
+    )
+
+
 def summarise(rows: pd.DataFrame, axes: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-    """Mean, std and seed count per (table row, metric), generated rows in grid order first,
-    then the reference rows (which do not depend on the model: every table carries them)."""
-    rows = rows[rows["metric"].isin(metrics)].assign(row=row_labels(rows, axes))
-    stats = rows.groupby(["row", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
+    """Mean, std, 95 % interval (``low``, ``high``, ``basis``) and seed count per (table row,
+    metric), generated rows in grid order first, then the reference rows (which do not depend
+    on the model: every table carries them)."""
+    rows = rows.assign(row=row_labels(rows, axes))
+    bounds = rows[rows["metric"].str.endswith((LOW, HIGH))]
+    rows = rows[rows["metric"].isin(metrics)]
+    if len(bounds):  # the bootstrap rows of a metric beside its value, matched by point and set
+        wide = bounds.pivot_table(
+            index=["point", "set"], columns="metric", values="value", aggfunc="first"
+        )
+        rows = rows.join(wide, on=["point", "set"])
+    groups = rows.groupby(["row", "metric"], sort=False)
+    summary = pd.DataFrame(
+        [
+            {"row": row, "metric": metric, **interval_of(group, metric)}
+            for (row, metric), group in groups
+        ]
+    )
     generated = list(dict.fromkeys(rows.loc[rows["set"] == GENERATED, "row"]))
     references = [name for name in REFERENCE_SETS.values() if name in set(rows["row"])]
     order = generated + references
     return (
-        stats.reset_index()
-        .assign(
+        summary.assign(
             row=lambda f: pd.Categorical(f["row"], categories=order, ordered=True),
             generated=lambda f: f["row"].isin(generated),
         )
@@ -171,12 +261,12 @@ def best_rows(summary: pd.DataFrame, goals: Mapping[str, str] = GOALS) -> dict[s
     return out
 
 
-def _cell(stats: pd.Series | None, bold: bool, latex: bool) -> str:
-    if stats is None:
+def _cell(cell: pd.Series | None, bold: bool, latex: bool, scale: float = 1.0) -> str:
+    """``mean [low, high]`` (the interval when there is one), in display units."""
+    if cell is None:
         return "–"
-    mean, std = stats["mean"], stats["std"]
-    pm = " $\\pm$ " if latex else " ± "
-    text = f"{mean:.4g}" if stats["count"] < 2 or np.isnan(std) else f"{mean:.4g}{pm}{std:.2g}"
+    mean, low, high = (cell[k] * scale for k in ("mean", "low", "high"))
+    text = f"{mean:.3g}" if np.isnan(low) else f"{mean:.3g} [{low:.3g}, {high:.3g}]"
     if bold:
         return f"\\textbf{{{text}}}" if latex else f"**{text}**"
     return text
@@ -189,7 +279,8 @@ def format_table(
     latex: bool = False,
     goals: Mapping[str, str] = GOALS,
 ) -> pd.DataFrame:
-    """Rows x metrics of "mean ± std" strings; the best generated row of each metric in bold."""
+    """Rows x metrics of "mean [95 % interval]" strings; the best generated mean of each metric
+    in bold."""
     best = best_rows(summary, goals)
     rows = list(summary["row"].cat.categories)
     table = pd.DataFrame(index=pd.Index(rows, name=first_column))
@@ -197,7 +288,10 @@ def format_table(
         cells = summary[summary["metric"] == metric].set_index("row")
         table[TITLES.get(metric, metric)] = [
             _cell(
-                cells.loc[row] if row in cells.index else None, row in best.get(metric, ()), latex
+                cells.loc[row] if row in cells.index else None,
+                row in best.get(metric, ()),
+                latex,
+                DISPLAY_SCALE.get(metric, 1.0),
             )
             for row in rows
         ]
@@ -237,15 +331,192 @@ def write_table(
     first_column: str,
     stem: str,
     caption: str,
+    instrument: str = "",
+    sections: Sequence[tuple[str, str]] = (),
     goals: Mapping[str, str] = GOALS,
 ) -> tuple[Path, Path]:
-    """``reports/<scale>/<stem>.md`` and ``.tex``; returns both paths."""
+    """``reports/<scale>/<stem>.md`` and ``.tex``; returns both paths. ``sections``: more
+    Markdown/LaTeX pairs (paired differences, power) after the table."""
     _, reports, _ = settings()
     seeds = int(summary.loc[summary["generated"], "count"].max())
-    note = f"Mean ± std over {seeds} seed(s); bold: the best generated row of each column."
+    note = (
+        f"Mean [95 % interval] over {seeds} seed(s) (Student t; with one seed, the within-seed "
+        "bootstrap interval where there is one); bold: the best generated mean of each column."
+    )
+    if instrument:
+        note = f"{instrument}. {note}"
     md = to_markdown(format_table(summary, metrics, first_column, goals=goals))
     tex = to_latex(format_table(summary, metrics, first_column, latex=True, goals=goals))
     md_path, tex_path = reports / f"{stem}.md", reports / f"{stem}.tex"
-    write_text(md_path, f"{caption}\n\n{md}\n\n{note}\n")
-    write_text(tex_path, f"% {caption}\n% {note}\n{tex}\n")
+    md_more = "".join(f"\n{m}\n" for m, _ in sections)
+    tex_more = "".join(f"\n{t}\n" for _, t in sections)
+    write_text(md_path, f"{caption}\n\n{md}\n\n{note}\n{md_more}")
+    write_text(tex_path, f"% {caption}\n% {note}\n{tex}\n{tex_more}")
     return md_path, tex_path
+
+
+# ------------------------------------------------------------------ paired against the reference
+
+
+def reference_label(rows: pd.DataFrame, axes: Sequence[str], reference: Mapping[str, str]) -> str:
+    """The table row of the grid's reference point (the paper's setting)."""
+    generated = rows[rows["set"] == GENERATED]
+    match = np.logical_and.reduce(
+        [generated[a].astype(str) == str(v) for a, v in reference.items()]
+    )
+    labels = row_labels(generated[match], axes).unique()
+    if len(labels) != 1:
+        raise ValueError(f"reference point {dict(reference)} is not one row of these results")
+    return str(labels[0])
+
+
+def paired(
+    rows: pd.DataFrame,
+    axes: Sequence[str],
+    reference: Mapping[str, str],
+    metrics: Sequence[str],
+    goals: Mapping[str, str] = GOALS,
+) -> pd.DataFrame:
+    """Per generated point other than the reference and per metric: point - reference paired
+    by seed (same training and sampling seed), its 95 % interval over seeds, the SD of the
+    per-seed differences and the verdict. A metric whose goal is "real" (GC ratio, CpG o/e)
+    is compared as the distance to the real row of the same seed."""
+    ref = reference_label(rows, axes, reference)
+    labelled = rows.assign(row=row_labels(rows, axes))
+    real = labelled[labelled["set"] == "real"].groupby(["metric", "seed"])["value"].first()
+    out = []
+    for metric in [m for m in metrics if m in set(rows["metric"]) and goals.get(m)]:
+        values = labelled[(labelled["set"] == GENERATED) & (labelled["metric"] == metric)]
+        if goals[metric] == "real":
+            target = [real.get((metric, seed), np.nan) for seed in values["seed"]]
+            values = values.assign(value=(values["value"] - np.asarray(target)).abs())
+        by_row = {
+            row: dict(zip(group["seed"].astype(int), group["value"], strict=True))
+            for row, group in values.groupby("row", sort=False)
+        }
+        base = by_row.get(ref, {})
+        for row, point in by_row.items():
+            if row == ref:
+                continue
+            diff = stats.paired_difference(point, base, CONFIDENCE)
+            per_seed = [point[s] - base[s] for s in sorted(set(point) & set(base))]
+            goal = "max" if goals[metric] == "max" else "min"
+            out.append(
+                {
+                    "row": row,
+                    "metric": metric,
+                    "mean": diff.mean,
+                    "low": diff.low,
+                    "high": diff.high,
+                    "count": diff.seeds,
+                    "sd": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else np.nan,
+                    "verdict": stats.verdict(diff, goal),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def paired_section(table: pd.DataFrame, reference: str, first_column: str) -> tuple[str, str]:
+    """Markdown and LaTeX of the paired differences: one column per metric, "diff [interval]
+    verdict" per cell."""
+    if table.empty:
+        return "", ""
+    rows = list(dict.fromkeys(table["row"]))
+    wide = pd.DataFrame(index=pd.Index(rows, name=first_column))
+    for metric, group in table.groupby("metric", sort=False):
+        scale = DISPLAY_SCALE.get(metric, 1.0)
+        cells = group.set_index("row")
+        wide[f"Δ {TITLES.get(metric, metric)}"] = [
+            _difference(cells.loc[r], scale) if r in cells.index else "–" for r in rows
+        ]
+    intro = (
+        f"Paired against the reference point **{reference}** (the paper's setting): point minus "
+        "reference per training and sampling seed, mean [95 % t interval over seeds], and the "
+        "verdict (GC ratio and CpG o/e: distance to real DNA of the same seed)."
+    )
+    return f"{intro}\n\n{to_markdown(wide)}", f"% {intro}\n{to_latex(wide)}"
+
+
+def _difference(cell: pd.Series, scale: float) -> str:
+    mean, low, high = (cell[k] * scale for k in ("mean", "low", "high"))
+    text = f"{mean:+.3g}" if np.isnan(low) else f"{mean:+.3g} [{low:+.3g}, {high:+.3g}]"
+    return f"{text} {cell['verdict']}"
+
+
+def power_section(
+    table: pd.DataFrame, rows: pd.DataFrame, deltas: Mapping[str, float]
+) -> tuple[str, str]:
+    """How many seeds would resolve a difference of ``deltas[metric]`` (display units) with
+    80 % power, at this n and at four times as many samples: from the median SD of the paired
+    differences over points and, for the sampling part, the within-seed bootstrap intervals."""
+    n = int(rows.loc[rows["set"] == GENERATED, "n"].max()) if "n" in rows else None
+    lines = []
+    for metric, delta in deltas.items():
+        spread = table.loc[table["metric"] == metric, "sd"].dropna()
+        title = TITLES.get(metric, metric)
+        if spread.empty or n is None:
+            lines.append(f"- {title}: needs two or more seeds to estimate the seed-to-seed spread.")
+            continue
+        scale = DISPLAY_SCALE.get(metric, 1.0)
+        sd = float(spread.median()) * scale
+        names = [metric + LOW, metric + HIGH]
+        bounds = rows[(rows["set"] == GENERATED) & rows["metric"].isin(names)]
+        widths = bounds.pivot_table(index="point", columns="metric", values="value")
+        sampling = 0.0
+        if len(widths.columns) == 2:
+            se = (widths[metric + HIGH] - widths[metric + LOW]) * scale / (2 * 1.959964)
+            sampling = 2 * float((se**2).mean())  # a difference of two independent sample sets
+        now = stats.seeds_needed(delta, sd)
+        more = stats.seeds_needed(delta, stats.projected_sd(sd, sampling, n, 4 * n))
+        lines.append(
+            f"- {title}: paired differences scatter with SD {sd:.3g} over seeds (median over "
+            f"points; sampling part {np.sqrt(sampling):.3g}); a difference of {delta:g} needs "
+            f"{_seeds(now)} at n = {n:,} and {_seeds(more)} at n = {4 * n:,} (80 % power, 5 % "
+            "two-sided paired t)."
+        )
+    text = "Power (what a cluster run would need):\n\n" + "\n".join(lines)
+    return text, "% " + text.replace("\n", "\n% ")
+
+
+def _seeds(count: int | None) -> str:
+    return "more than 10,000 seeds" if count is None else f"{count} seeds"
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`write_report` made: the files, the rows it used and the paired rows."""
+
+    markdown: Path
+    latex: Path
+    rows: pd.DataFrame
+    paired: pd.DataFrame
+
+
+#: The differences each report's power lines are about, in display units (KID x 10^3).
+DELTAS = {"kid_oracle": 1.0, "fd_oracle": 0.2}
+
+
+def write_report(
+    grid: str,
+    rows: pd.DataFrame,
+    axes: Sequence[str],
+    metrics: Sequence[str],
+    first_column: str,
+    caption: str,
+    deltas: Mapping[str, float] = DELTAS,
+    stem: str | None = None,
+) -> Report:
+    """A grid's whole report: the table (one n, one oracle), the paired differences against
+    the grid file's ``reference`` point with verdicts, and the power lines."""
+    rows, instrument = one_instrument(rows, f"ablation-{grid}")
+    reference = load_grid(grid).reference
+    summary = summarise(rows, axes, metrics)
+    table = paired(rows, axes, reference, metrics)
+    sections = [
+        paired_section(table, reference_label(rows, axes, reference), first_column),
+        power_section(table, rows, {m: d for m, d in deltas.items() if m in metrics}),
+    ]
+    md, tex = write_table(
+        summary, metrics, first_column, stem or grid, caption, instrument, sections
+    )
+    return Report(md, tex, rows, table)

@@ -17,20 +17,23 @@
 # The paper's sampler (random order, T = 50) at temperatures from 0.7 to 1.5.
 #
 # Reads `results/ablation-temperature-<SCALE>.csv` (written by `d3lm ablation temperature`); writes
-# `reports/<SCALE>/temperature.md`, `.tex` and the figures as PNG and PDF. Cells are mean ± std over
-# seeds; bold marks the best generated row of each column.
+# `reports/<SCALE>/temperature.md`, `.tex` and the figures as PNG and PDF.
+# Cells are the mean [95 % interval] over training seeds, with n and the oracle named under the
+# table; every point is then paired by seed against the grid's reference point (the paper's
+# setting) with a verdict, and the power lines say what would resolve a given difference.
 
 # %%
 from figures import headline, metric_figure, save_figure
-from tables import GENERATION_METRICS, load_results, summarise, write_table
+from tables import GENERATION_METRICS, load_results, write_report
 
 AXES = ["temperature"]
 METRICS = GENERATION_METRICS
 
 rows = load_results("temperature", AXES)
-summary = summarise(rows, AXES, METRICS)
-md, tex = write_table(summary, METRICS, "temperature", "temperature", "Sampling temperature.")
-print(md.read_text())
+report = write_report("temperature", rows, AXES, METRICS, "temperature", "Sampling temperature.")
+print(report.markdown.read_text())
 
 # %%
-save_figure(metric_figure(rows, AXES, headline(rows), "point", ("real", "markov")), "temperature")
+save_figure(
+    metric_figure(report.rows, AXES, headline(report.rows), ("real", "markov")), "temperature"
+)

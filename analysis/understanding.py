@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from figures import save_figure
-from tables import read_rows, write_table
+from tables import interval_of, read_rows, t_interval, write_table
 
 RANDOM = "random"
 rows = read_rows("understanding", "d3lm understanding", ["task", "init"])
@@ -39,9 +39,14 @@ inits = [RANDOM, *(i for i in dict.fromkeys(test["init"]) if i != RANDOM)]
 
 
 def summary_of(frame: pd.DataFrame, row_order: list[str]) -> pd.DataFrame:
-    """The (row, metric) summary the table writer takes: rows are inits, "metrics" tasks."""
-    stats = frame.groupby(["init", "task"])["value"].agg(["mean", "std", "count"]).reset_index()
-    stats = stats.rename(columns={"init": "row", "task": "metric"})
+    """The (row, metric) summary the table writer takes: rows are inits, "metrics" tasks, each
+    cell the mean and 95 % t interval over seeds."""
+    stats = pd.DataFrame(
+        [
+            {"row": init, "metric": task, **interval_of(group, task)}
+            for (init, task), group in frame.groupby(["init", "task"])
+        ]
+    )
     return stats.assign(
         row=pd.Categorical(stats["row"], categories=row_order, ordered=True), generated=True
     ).sort_values("row")
@@ -82,8 +87,10 @@ if not gain.empty:
 # %%
 sns.set_theme(style="whitegrid", context="paper")
 fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(tasks) + 1.5), 3.2))
-sns.barplot(
-    data=test, x="task", y="value", hue="init", order=tasks, hue_order=inits, errorbar="sd", ax=ax
+common = {"data": test, "x": "task", "y": "value", "hue": "init", "order": tasks, "ax": ax}
+sns.stripplot(**common, hue_order=inits, dodge=True, alpha=0.5, size=3, legend=False)
+sns.pointplot(
+    **common, hue_order=inits, dodge=0.53, errorbar=t_interval, linestyle="none", capsize=0.1
 )
 ax.set_xlabel("task")
 ax.set_ylabel("test MCC")

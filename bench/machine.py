@@ -10,6 +10,9 @@ from pathlib import Path
 
 import torch
 
+from d3lm import io
+from d3lm.errors import D3lmError
+
 #: CPU flags that decide how fast bf16 and fp32 matrix products run.
 MATMUL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -79,14 +82,9 @@ def matmul_peak(dtype: torch.dtype, device: str) -> tuple[float, int]:
 
 
 def splice(path: Path, section: str, text: str) -> None:
-    """Replace the lines between ``<!-- bench:SECTION -->`` and ``<!-- /bench:SECTION -->`` in
-    ``path`` with ``text`` (the markers stay), so ``make bench`` rewrites only its own figures."""
-    begin, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
-    doc = path.read_text()
-    if begin not in doc or end not in doc:
-        raise SystemExit(f"{path}: no {begin} ... {end} markers for this section")
-    head, rest = doc.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
-    tmp.replace(path)
+    """Replace the ``<!-- bench:SECTION -->`` part of ``path`` with ``text``, so ``make bench``
+    rewrites only its own figures."""
+    try:
+        io.splice(path, f"bench:{section}", text)
+    except D3lmError as err:
+        raise SystemExit(str(err)) from None

@@ -31,6 +31,7 @@ for settings that couple several keys (``kmer`` with ``k = 3``). The short form 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -41,17 +42,23 @@ from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
-from d3lm import runner
-from d3lm.config import EXPERIMENTS_DIR, dotlist, flatten, load_config
+from d3lm import runlock, runner
+from d3lm.config import EXPERIMENTS_DIR, dotlist, flatten, load_config, scale_path
 from d3lm.errors import D3lmError, NotFound
-from d3lm.evaluate import EvaluateOptions, build_extractors, evaluate_samples, write_metrics
+from d3lm.evaluate import (
+    EvaluateOptions,
+    build_extractors,
+    evaluate_samples,
+    provenance,
+    write_metrics,
+)
 from d3lm.io import atomic_path, write_text
 from d3lm.metrics.motifs import MotifScanner
 from d3lm.plugins import load_plugins
+from d3lm.preflight import check_layers, check_run_config, named
 from d3lm.registry import (
     BACKBONES,
     COMMIT_COUNTS,
@@ -63,6 +70,7 @@ from d3lm.registry import (
     UNMASK_ORDERS,
     Registry,
 )
+from d3lm.specfiles import describe, expect_mapping, read_mapping
 
 GRIDS_DIR = EXPERIMENTS_DIR / "ablations"
 WILDCARD = "*"
@@ -130,6 +138,8 @@ class Grid:
     seeds: list[int]
     config: dict[str, Any] = field(default_factory=dict)
     by_scale: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: axis -> label of the point every other point is compared with (the paper's setting)
+    reference: dict[str, str] = field(default_factory=dict)
 
     def train_points(self) -> list[tuple[Point, int]]:
         return [(p, s) for p in _product(self.train) for s in self.seeds]
@@ -163,76 +173,186 @@ def grid_path(name: str | Path) -> Path:
     return path
 
 
+GRID_KEYS = ("experiment", "models", "seeds", "config", "by_scale", "train", "sample", "reference")
+AXIS_KEYS = ("key", "values")
+#: Seeds a run accepts (runner.RANGES["seed"]).
+SEED_LIMIT = 2**32
+
+
 def load_grid(name: str | Path, seeds: int | Sequence[int] | None = None) -> Grid:
-    """Parse and expand a grid file; wildcards expand against the registries now."""
+    """Parse and expand a grid file; wildcards expand against the registries now. The file's
+    shape is checked like the main config's: each problem names the grid file and the entry."""
     load_plugins()
     path = grid_path(name)
-    raw = yaml.safe_load(path.read_text()) or {}
-    known = {"experiment", "models", "seeds", "config", "by_scale", "train", "sample"}
-    unknown = set(raw) - known
-    if unknown:
-        raise D3lmError(f"{path}: unknown grid keys {sorted(unknown)}")
-    seeds = raw.get("seeds", 3) if seeds is None else seeds
-    return Grid(
+    where = f"grid file {path}"
+    raw = read_mapping(path, "grid file", GRID_KEYS)
+    names = {key: _folder_name(where, key, raw.get(key)) for key in ("experiment", "models")}
+    axes = {
+        kind: expect_mapping(raw.get(kind) or {}, f"{where}: {kind}", "a mapping of axis -> values")
+        for kind in ("train", "sample")
+    }
+    by_scale = expect_mapping(raw.get("by_scale") or {}, f"{where}: by_scale", "scale -> overrides")
+    for scale, layer in by_scale.items():
+        try:
+            scale_path(str(scale))
+        except NotFound as err:
+            raise D3lmError(f"{where}: by_scale.{scale}: {err}") from None
+        expect_mapping(layer or {}, f"{where}: by_scale.{scale}", "a mapping of config keys")
+    config = expect_mapping(raw.get("config") or {}, f"{where}: config", "a mapping of config keys")
+    seeds_at = "--seeds" if seeds is not None else f"{where}: seeds"
+    grid = Grid(
         name=path.stem,
         source=str(path),
-        experiment=raw.get("experiment", f"ablation-{path.stem}"),
-        models=raw.get("models"),
-        train=[_axis(path, n, spec) for n, spec in (raw.get("train") or {}).items()],
-        sample=[_axis(path, n, spec) for n, spec in (raw.get("sample") or {}).items()],
-        seeds=list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds],
-        config=flatten(raw.get("config") or {}),
-        by_scale={k: flatten(v or {}) for k, v in (raw.get("by_scale") or {}).items()},
+        experiment=names["experiment"] or f"ablation-{path.stem}",
+        models=names["models"],
+        train=[_axis(where, "train", str(n), spec) for n, spec in axes["train"].items()],
+        sample=[_axis(where, "sample", str(n), spec) for n, spec in axes["sample"].items()],
+        seeds=_seeds(seeds_at, raw.get("seeds", 3) if seeds is None else seeds),
+        config=flatten(config),
+        by_scale={str(k): flatten(v or {}) for k, v in by_scale.items()},
+        reference=_reference(where, raw.get("reference"), axes),
     )
+    for axis in [*grid.train, *grid.sample]:
+        labels = [setting.label for setting in axis.settings]
+        if axis.name in grid.reference and grid.reference[axis.name] not in labels:
+            raise D3lmError(
+                f"{where}: reference {axis.name}={grid.reference[axis.name]!r} is not one of "
+                f"its values {labels}"
+            )
+    return grid
 
 
-def _axis(path: Path, name: str, spec: Any) -> Axis:
+def _reference(where: str, spec: Any, axes: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """``reference: {axis: label}``: the labels are checked once the axes are expanded."""
+    if spec is None:
+        return {}
+    spec = expect_mapping(spec, f"{where}: reference", "a mapping of axis -> label")
+    names = {str(n) for kind in axes.values() for n in kind}
+    unknown = sorted(str(a) for a in spec if str(a) not in names)
+    if unknown:
+        raise D3lmError(f"{where}: reference names no axis {unknown} (axes: {sorted(names)})")
+    return {str(a): str(v) for a, v in spec.items()}
+
+
+def _folder_name(where: str, key: str, value: Any) -> str | None:
+    """``experiment`` and ``models`` name folders and results files."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or any(c in value for c in "/\\ \t"):
+        raise D3lmError(f"{where}: {key}: expected a folder-name safe name, got {describe(value)}")
+    return value
+
+
+def _seeds(where: str, seeds: Any) -> list[int]:
+    """A count (seeds 0..n-1) or a list of distinct seeds in [0, 2**32)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise D3lmError(f"{where}: a count must be >= 1, got {seeds}")
+        return list(range(seeds))
+    if not isinstance(seeds, Sequence) or isinstance(seeds, str) or not seeds:
+        raise D3lmError(f"{where}: expected a count or a list of seeds, got {describe(seeds)}")
+    bad = [
+        s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT
+    ]
+    if bad:
+        raise D3lmError(f"{where}: expected integers in [0, 2**32), got {bad}")
+    if len(set(seeds)) != len(seeds):
+        raise D3lmError(f"{where}: repeated seeds {list(seeds)}")
+    return list(seeds)
+
+
+def _axis(file: str, kind: str, name: str, spec: Any) -> Axis:
+    where = f"{file}: {kind} axis {name!r}"
     if isinstance(spec, Mapping):
+        unknown = sorted(str(k) for k in spec if k not in AXIS_KEYS)
+        if unknown:
+            raise D3lmError(f"{where}: unknown fields {unknown} (known: {list(AXIS_KEYS)})")
         key, values = spec.get("key"), spec.get("values")
+        if key is not None and not isinstance(key, str):
+            raise D3lmError(f"{where}: key: expected a dotted config key, got {describe(key)}")
     else:
         key, values = name, spec
     values = [values] if isinstance(values, str) else values
     if not isinstance(values, list) or not values:
-        raise D3lmError(f"{path}: axis {name!r} needs a non-empty list of values")
+        raise D3lmError(f"{where} needs a non-empty list of values, got {describe(values)}")
     settings: list[Setting] = []
     for value in values:
         if value == WILDCARD:
             if key not in PLUGIN_KEYS:
                 raise D3lmError(
-                    f"{path}: axis {name!r}: '*' needs a plugin key ({', '.join(PLUGIN_KEYS)}), "
-                    f"got {key!r}"
+                    f"{where}: '*' needs a plugin key ({', '.join(PLUGIN_KEYS)}), got {key!r}"
                 )
             listed = {s.label for s in settings} | {v for v in values if isinstance(v, str)}
             settings += [Setting(n, {key: n}) for n in PLUGIN_KEYS[key].names() if n not in listed]
         elif isinstance(value, Mapping):
-            if "label" not in value or not isinstance(value.get("set"), Mapping):
-                raise D3lmError(f"{path}: axis {name!r}: {value} needs `label` and `set`")
-            settings.append(Setting(str(value["label"]), flatten(value["set"])))
+            label, changes = value.get("label"), value.get("set")
+            if set(value) != {"label", "set"} or not isinstance(changes, Mapping):
+                raise D3lmError(f"{where}: {dict(value)} needs `label` and `set` (a mapping)")
+            if isinstance(label, Mapping | list) or label is None:
+                raise D3lmError(f"{where}: label: expected a name, got {describe(label)}")
+            settings.append(Setting(str(label), flatten(changes)))
         elif key is None:
-            raise D3lmError(f"{path}: axis {name!r} has scalar values but no `key`")
+            raise D3lmError(f"{where} has scalar values but no `key`")
         else:
             settings.append(Setting(str(value), {key: value}))
     labels = [s.label for s in settings]
     bad = [label for label in labels if not label or any(c in label for c in "/\\ \t")]
     if bad:
-        raise D3lmError(f"{path}: axis {name!r}: labels must be folder-name safe, got {bad}")
+        raise D3lmError(f"{where}: labels must be folder-name safe, got {bad}")
     if len(set(labels)) != len(labels):
-        raise D3lmError(f"{path}: axis {name!r} repeats a label: {labels}")
+        raise D3lmError(f"{where} repeats a label: {labels}")
     return Axis(name, tuple(settings))
 
 
 def check_plugins(grid: Grid) -> None:
     """Every plugin a grid names must be registered (fails before any training starts)."""
-    for axis in [*grid.train, *grid.sample]:
-        for setting in axis.settings:
-            for key, value in setting.overrides.items():
-                registry = PLUGIN_KEYS.get(key)
-                if registry is not None and value not in registry:
-                    raise D3lmError(
-                        f"{grid.source}: axis {axis.name!r} value {setting.label!r} sets "
-                        f"{key}={value!r}, not a registered {registry.kind} "
-                        f"(known: {', '.join(registry.names())})"
-                    )
+    for kind, axes in (("train", grid.train), ("sample", grid.sample)):
+        for axis in axes:
+            for setting in axis.settings:
+                for key, value in setting.overrides.items():
+                    registry = PLUGIN_KEYS.get(key)
+                    if registry is not None and value not in registry:
+                        raise D3lmError(
+                            f"grid file {grid.source}: {kind} axis {axis.name!r} value "
+                            f"{setting.label!r} sets {key}={value!r}, not a registered "
+                            f"{registry.kind} (known: {', '.join(registry.names())})"
+                        )
+
+
+def check_grid(plan: Plan) -> None:
+    """Everything the grid's points would refuse, before any point trains (and at --dry-run).
+
+    Each entry of the file and the command line alone first (keys, types, value ranges), so an
+    error names the entry that holds it; then every sampling point of every training point
+    composed as it will run, its value ranges checked and its plugins built, its sampler
+    included (symbols such as ``per_token`` as a step count of 1), at the grid's first seed
+    (the seeds themselves are checked by load_grid)."""
+    grid = plan.grid
+    check_plugins(grid)
+    where = f"grid file {grid.source}"
+    layers = [named(f"{where}: config", grid.config)]
+    if plan.scale in grid.by_scale:
+        layers.append(named(f"{where}: by_scale.{plan.scale}", grid.by_scale[plan.scale]))
+    layers.append(("command-line overrides", plan.overrides))
+    for kind, axes in (("train", grid.train), ("sample", grid.sample)):
+        layers += [
+            named(f"{where}: {kind} axis {axis.name!r} value {s.label!r}", s.overrides)
+            for axis in axes
+            for s in axis.settings
+        ]
+
+    def compose(overrides: list[str], source: str) -> DictConfig:
+        return load_config(plan.scale, overrides=overrides, overrides_source=source)
+
+    check_layers(compose, layers)
+    for train in _product(grid.train):
+        for sp in grid.sample_points():
+            try:
+                check_run_config(plan.config(train, grid.seeds[0], sp), SYMBOLS)
+            except (D3lmError, TypeError) as err:
+                raise D3lmError(
+                    f"{where}: training point {train.name}, sampling point {sp.name}: {err}"
+                ) from None
 
 
 # --------------------------------------------------------------------------------- configs
@@ -290,13 +410,32 @@ def trained_steps(run_dir: Path) -> int | None:
     return int(ckpt["global_step"])
 
 
-def evaluated(metrics: Path, features: Iterable[str]) -> dict[str, dict[str, float]] | None:
-    """A sample point's metrics when complete (every requested ``fd_<feature>``), else None."""
+#: The key of a sample point's metrics.json that records the instrument (not a scored set).
+INSTRUMENT = "instrument"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A sample point's metrics: {set: {metric: value}} and the instrument that scored them
+    (the feature extractors' provenance, e.g. the oracle's checksum and test accuracy)."""
+
+    sets: dict[str, dict[str, float]]
+    instrument: dict[str, Any]
+
+
+def evaluated(metrics: Path, features: Iterable[str]) -> Scored | None:
+    """A sample point's metrics when complete (``fd_`` and ``kid_`` of every requested feature
+    space, and the instrument recorded), else None: points scored before KID existed, or
+    without a recorded instrument, are scored again from their samples."""
     if not metrics.exists():
         return None
     nested = json.loads(metrics.read_text())
+    instrument = nested.pop(INSTRUMENT, None)
     generated = nested.get(GENERATED, {})
-    return nested if all(f"fd_{f}" in generated for f in features) else None
+    wanted = [f"{d}_{f}" for f in features for d in ("fd", "kid")]
+    if instrument is None or not all(m in generated for m in wanted):
+        return None
+    return Scored(nested, instrument)
 
 
 #: Config keys that must match for a run folder to be reused (max_steps may grow: it resumes).
@@ -370,13 +509,16 @@ def train_status(cfg: DictConfig, run_dir: Path) -> str:
 
 def train_point(cfg: DictConfig, run_dir: Path) -> None:
     """Train a point, resuming from its last checkpoint; a run that never checkpointed restarts
-    from scratch (its aborted logs go too, so the log is one clean session)."""
-    if trained_steps(run_dir) is not None:
-        cfg.resume = str(run_dir)
-    else:
-        for sub in ("checkpoints", "logs"):
-            _remove_tree(run_dir / sub)
-    runner.train(cfg)
+    from scratch (its aborted logs go too, so the log is one clean session). The folder is
+    locked before anything is removed, so a second worker given the point is refused instead
+    of deleting the logs of the one training it."""
+    with runlock.hold(run_dir):
+        if trained_steps(run_dir) is not None:
+            cfg.resume = str(run_dir)
+        else:
+            for sub in ("checkpoints", "logs"):
+                _remove_tree(run_dir / sub)
+        runner.train(cfg)
 
 
 def _remove_tree(path: Path) -> None:
@@ -430,17 +572,11 @@ class Scorer:
         return self._data[key]
 
     def options(self, cfg: DictConfig) -> EvaluateOptions:
-        params = OmegaConf.to_container(cfg.evaluate.params, resolve=True)
-        assert isinstance(params, dict)
-        return EvaluateOptions(
-            features={f: dict(params.get(f, {})) for f in cfg.evaluate.features},
-            baselines={b: dict(params.get(b, {})) for b in cfg.evaluate.baselines},
-            split=cfg.evaluate.split,
-            motifs=cfg.evaluate.motifs,
-            seed=cfg.seed,
-        )
+        return EvaluateOptions.from_config(cfg.evaluate, cfg.seed)
 
-    def baseline_file(self, cfg: DictConfig, options: EvaluateOptions) -> Path:
+    def baseline_file(
+        self, cfg: DictConfig, options: EvaluateOptions, instrument: Mapping[str, Any]
+    ) -> Path:
         data_params = OmegaConf.to_container(cfg.data.params, resolve=True)
         key = {
             "dataset": str(cfg.data.dataset),
@@ -450,21 +586,25 @@ class Scorer:
             "bp": cfg.sample.bp,
             "options": [options.features, options.baselines, options.split, options.motifs],
             "seed": options.seed,
+            "distances": [dataclasses.asdict(options.kid), dataclasses.asdict(options.intervals)],
+            "instrument": dict(instrument),
         }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
         name = f"n{cfg.sample.n}-bp{cfg.sample.bp}-s{cfg.seed}-{digest}.json"
         return Path(cfg.runs_dir) / cfg.experiment / "baselines" / name
 
-    def __call__(self, cfg: DictConfig, samples: Path, out: Path) -> dict[str, dict[str, float]]:
-        """Score ``samples``; write ``out`` (metrics.json: {set: {metric: value}}, every set)."""
+    def __call__(self, cfg: DictConfig, samples: Path, out: Path) -> Scored:
+        """Score ``samples``; write ``out`` (metrics.json: {set: {metric: value}} for every
+        set, and the instrument)."""
         options = self.options(cfg)
-        cached = self.baseline_file(cfg, options)
-        if cached.exists():
-            options.baselines = {}
-        reference, train = self.data(cfg)
         spec = json.dumps(options.features, sort_keys=True)
         if spec not in self._extractors:
             self._extractors[spec] = build_extractors(options.features, Path(cfg.cache_dir))
+        instrument = provenance(self._extractors[spec])
+        cached = self.baseline_file(cfg, options, instrument)
+        if cached.exists():
+            options.baselines = {}
+        reference, train = self.data(cfg)
         rows = evaluate_samples(
             runner.read_samples(samples),
             reference,
@@ -479,8 +619,9 @@ class Scorer:
         sets = json.loads(cached.read_text())
         for name, metric, value in rows.itertuples(index=False):
             sets.setdefault(name, {})[metric] = float(value)
-        write_text(out, json.dumps(sets, indent=2, sort_keys=True) + "\n")
-        return sets
+        nested = {**sets, INSTRUMENT: instrument}
+        write_text(out, json.dumps(nested, indent=2, sort_keys=True) + "\n")
+        return Scored(sets, instrument)
 
 
 # -------------------------------------------------------------------------------------- rows
@@ -502,8 +643,10 @@ def point_rows(
     point: str,
     sets: Mapping[str, Mapping[str, float]],
     tokens: int | None,
+    instrument: Mapping[str, Any],
 ) -> pd.DataFrame:
-    """Tidy rows of one point: every axis as a column, the seed, n, bp and the token count."""
+    """Tidy rows of one point: every axis as a column, the seed, n, bp, the token count and
+    the instrument (``oracle`` checksum and its test accuracy: tables refuse to mix them)."""
     common = {
         "experiment": plan.results,
         "point": point,
@@ -512,6 +655,7 @@ def point_rows(
         "n": cfg.sample.n,
         "bp": cfg.sample.bp,
         "tokens": tokens,
+        **instrument,
     }
     git = runner.git_revision()
     return pd.DataFrame(
@@ -571,12 +715,14 @@ def run_grid(
     dry_run: bool = False,
     echo: Callable[[str], None] = print,
     shard: Shard = Shard(),
+    rescore: bool = False,
 ) -> Path:
     """Train what is missing, sample and score every sampling point, write the result rows;
     return ``results/<experiment>.csv``. With ``dry_run`` only print what is done/missing;
-    with ``shard`` only that shard's training points."""
+    with ``shard`` only that shard's training points; with ``rescore`` score again every point
+    that has samples (after a metric or oracle change), training and sampling nothing."""
     grid = plan.grid
-    check_plugins(grid)
+    check_grid(plan)
     runner.git_revision()  # read now: rows name the code this process started with
     scorer = Scorer()
     samples = grid.sample_points()
@@ -590,6 +736,8 @@ def run_grid(
         check_same_training(cfg, run_dir)
         status = train_status(cfg, run_dir)
         echo(f"[{i}/{len(todo)}] {run_dir}: training {status}")
+        if rescore and status != "done":
+            continue  # nothing of an unfinished model is scored
         if not dry_run and status != "done":
             train_point(cfg, run_dir)
         tokenizer = None if dry_run else runner.load_model(run_dir).tokenizer
@@ -601,24 +749,23 @@ def run_grid(
             has_fasta = (out / "samples.fasta").exists()
             state = "done" if done else "sampled" if has_fasta else "missing"
             echo(f"    {sp.name}: {state}")
-            if dry_run:
+            if dry_run or (rescore and not has_fasta):
                 continue
             if not (out / "sample.yaml").exists():
                 write_text(out / "sample.yaml", OmegaConf.to_yaml(scfg.sample))
             tokens = resolve_symbols(scfg, tokenizer)
-            if done is None:
+            if done is None or rescore:
                 if not has_fasta:
                     runner.sample(scfg, run_dir, out=out / "samples.fasta")
                 done = scorer(scfg, out / "samples.fasta", out / "metrics.json")
-            generated = {GENERATED: {**done[GENERATED], **training_metrics(run_dir)}}
+            generated = {GENERATED: {**done.sets[GENERATED], **training_metrics(run_dir)}}
             labels = {**train.labels, **sp.labels}
-            rows = point_rows(plan, scfg, labels, f"{run_dir.name}/{sp.name}", generated, tokens)
-            references = {k: v for k, v in done.items() if k != GENERATED}
+            point = f"{run_dir.name}/{sp.name}"
+            rows = point_rows(plan, scfg, labels, point, generated, tokens, done.instrument)
+            references = {k: v for k, v in done.sets.items() if k != GENERATED}
             ref_point = f"reference-n{scfg.sample.n}-bp{scfg.sample.bp}-s{seed}"
-            rows = pd.concat(
-                [rows, point_rows(plan, scfg, {}, ref_point, references, None)],
-                ignore_index=True,
-            )
+            ref_rows = point_rows(plan, scfg, {}, ref_point, references, None, done.instrument)
+            rows = pd.concat([rows, ref_rows], ignore_index=True)
             replace_rows(results, rows)
     if results is None:
         where = f" for shard {shard.index}/{shard.count}" if shard.count > 1 else ""

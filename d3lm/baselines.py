@@ -23,6 +23,7 @@ import numpy as np
 
 from d3lm.errors import D3lmError
 from d3lm.metrics.composition import ALPHABET, encode_concatenated, kmer_counts_codes
+from d3lm.params import PositiveFloat
 from d3lm.registry import GENERATORS
 
 _BASES = np.array(list(ALPHABET))
@@ -125,7 +126,7 @@ class MarkovGenerator(BaselineGenerator):
     seen in training defined (uniform next base).
     """
 
-    def __init__(self, k: int = 5, pseudocount: float = 1.0) -> None:
+    def __init__(self, k: int = 5, pseudocount: PositiveFloat = 1.0) -> None:
         if k < 1:
             raise D3lmError(f"markov: order k must be >= 1, got {k}")
         self.k, self.pseudocount = k, pseudocount

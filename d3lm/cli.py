@@ -6,8 +6,9 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ from omegaconf import DictConfig
 
 from d3lm.config import load_config, load_run_config
 from d3lm.errors import D3lmError
+from d3lm.interrupt import Interrupted, at, signals
+from d3lm.io import check_folder, check_not_inputs
 from d3lm.metrics.oracle_train import OracleConfig
+from d3lm.params import SEED, Range, integer_at_least
 from d3lm.plugins import check_config, load_plugins
 
 CACHE_DIR = ".cache/d3lm"
@@ -49,6 +53,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
         if not sep or not key:
             raise D3lmError(f"{item!r}: expected key=value (a parameter of {args.name})")
         params[key] = yaml.safe_load(value)
+    check_folder(args.cache_dir)
     if args.name in TASKS:
         print(TASKS.build(args.name, params).prepare(Path(args.cache_dir)))
     else:
@@ -66,7 +71,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         cfg = _config(args)
     check_config(cfg)
-    print(runner.train(cfg))
+    try:
+        print(runner.train(cfg))
+    except Interrupted as err:
+        if err.run_dir is not None and not cfg.run and not cfg.resume:
+            err.extra.append(f"run={err.run_dir.name}")  # the same command, in the same folder
+        raise
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -81,20 +91,37 @@ def cmd_sample(args: argparse.Namespace) -> None:
     extra = [f"sample.{k}={v}" for k, v in given if v is not None]
     if args.sampler:
         extra.append(f"sample.sampler.name={args.sampler}")
-    cfg = load_run_config(Path(args.run), [*dotted, *extra, *params])
+    run = Path(args.run)
+    cfg = load_run_config(run, [*dotted, *extra, *params])
     check_config(cfg)
-    print(runner.sample(cfg, Path(args.run), out=args.out, trace=args.trace))
+    out = args.out or run / "samples.fasta"
+    inputs = {
+        "the checkpoint": run / "checkpoints" / "last.ckpt",
+        "the config": run / "config.yaml",
+    }
+    check_not_inputs({"--out": out, "--trace": args.trace}, inputs)
+    with at(f"sampling from {run} stopped, {out} not written"):
+        print(runner.sample(cfg, run, out=out, trace=args.trace))
 
 
-def _positive(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse names the option in its error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+def _integer(wanted: Range) -> Callable[[str], int]:
+    """argparse type: an integer in range ``wanted`` (argparse names the option in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not wanted.ok(value):
+            raise argparse.ArgumentTypeError(f"{value} is not {wanted.wanted}")
+        return value
+
+    return parse
+
+
+_positive = _integer(integer_at_least(1))
+_count = _integer(integer_at_least(0))
+_seed = _integer(SEED)
 
 
 def _plugin_params(names: Sequence[str], pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -125,7 +152,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         allow_lengths=args.allow_lengths,
     )
     out = args.out or args.samples.parent
-    rows = evaluate_fasta(args.samples, args.reference, out, Path(args.cache_dir), options)
+    outputs = {"--out": out, "the output": out / "metrics.json", "the rows": out / "metrics.csv"}
+    check_not_inputs(outputs, {"--samples": args.samples, "--reference": args.reference})
+    with at(f"evaluating {args.samples} stopped, nothing written to {out}"):
+        rows = evaluate_fasta(args.samples, args.reference, out, Path(args.cache_dir), options)
     print(metric_table(rows).to_string(float_format=lambda v: f"{v:.4g}"))
 
 
@@ -145,6 +175,8 @@ def cmd_precision(args: argparse.Namespace) -> None:
 
     from d3lm.precision import cpu_probe, resolve
 
+    if not args.no_cache:
+        check_folder(args.cache_dir)
     probe = cpu_probe(None if args.no_cache else Path(args.cache_dir))
     print(
         f"{probe.size}x{probe.size} matmul, {torch.get_num_threads()} threads: "
@@ -168,7 +200,9 @@ def cmd_ablation(args: argparse.Namespace) -> None:
     from d3lm.ablation import Plan, Shard, load_grid, run_grid
 
     plan = Plan(load_grid(args.grid, args.seeds), args.scale, args.overrides, args.sei_weights)
-    run_grid(plan, dry_run=args.dry_run, shard=Shard.parse(args.shard))
+    with at("the grid stopped outside training; trained runs and scored points are kept"):
+        shard = Shard.parse(args.shard)
+        run_grid(plan, dry_run=args.dry_run, shard=shard, rescore=args.rescore)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -177,28 +211,33 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
         if args.overrides:
             raise D3lmError(f"sweep report takes no key=value overrides: {args.overrides}")
-        print(report(args.study, args.storage, args.out or Path("reports/sweeps") / args.study))
+        out = args.out or Path("reports/sweeps") / args.study
+        check_folder(out)
+        print(report(args.study, args.storage, out))
         return
     from d3lm.sweeps import load_space, run_worker
 
     if args.n_trials is None:
         raise D3lmError("sweep: --n-trials N is required to run a sweep")
-    run_worker(
-        load_space(args.space, args.overrides, args.from_run),
-        args.study,
-        args.storage,
-        args.n_trials,
-        args.overrides,
-        worker=args.worker,
-        heartbeat=args.heartbeat,
-        grace=args.grace,
-        max_retry=args.max_retry,
-    )
+    with at(f"the worker stopped outside a trial of study {args.study}"):
+        run_worker(
+            load_space(args.space, args.overrides, args.from_run),
+            args.study,
+            args.storage,
+            args.n_trials,
+            args.overrides,
+            worker=args.worker,
+            heartbeat=args.heartbeat,
+            grace=args.grace,
+            max_retry=args.max_retry,
+        )
 
 
 def cmd_import_nt(args: argparse.Namespace) -> None:
     from d3lm.model.hf_import import import_nt, write_run
 
+    check_not_inputs({"--out": args.out}, {"the input folder": args.directory})
+    check_folder(args.out)
     print(write_run(import_nt(args.directory), args.out))
 
 
@@ -207,13 +246,15 @@ def cmd_export_nt(args: argparse.Namespace) -> None:
     from d3lm.model.hf_import import export_nt
 
     path = args.checkpoint if args.checkpoint.is_file() else runner.last_checkpoint(args.checkpoint)
+    check_not_inputs({"--out": args.out}, {"the checkpoint": args.checkpoint, "its file": path})
+    check_folder(args.out)
     print(export_nt(runner.read_checkpoint(path), args.out, args.format, source=path))
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from d3lm.finetune import finetune, load_finetune_config
+    from d3lm.finetune import finetune, load_finetune_config, summary
 
-    print(finetune(load_finetune_config(args.config, args.overrides)))
+    print(summary(finetune(load_finetune_config(args.config, args.overrides))))
 
 
 def cmd_understanding(args: argparse.Namespace) -> None:
@@ -225,19 +266,24 @@ def cmd_understanding(args: argparse.Namespace) -> None:
         args.grid, overrides = None, [args.grid, *overrides]
     grid = load_grid(args.grid or GRID, args.seeds)
     plan = UnderstandingPlan(grid, args.scale, overrides)
-    run_understanding(plan, dry_run=args.dry_run, shard=Shard.parse(args.shard))
+    with at("the grid stopped outside training; trained runs and finished points are kept"):
+        run_understanding(plan, dry_run=args.dry_run, shard=Shard.parse(args.shard))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from d3lm.finetune import predict
+    from d3lm.finetune import best_checkpoint, predict
 
-    print(predict(args.run, args.data, args.out, args.batch_size, args.cache_dir))
+    check_not_inputs(
+        {"--out": args.out}, {"--data": args.data, "the checkpoint": best_checkpoint(args.run)}
+    )
+    with at(f"predicting {args.data} stopped, {args.out} not written"):
+        print(predict(args.run, args.data, args.out, args.batch_size, args.cache_dir))
 
 
 def _grid_options(parser: argparse.ArgumentParser, points: str) -> None:
     """The options every grid command shares: scale, seeds, dry run and sharding."""
     parser.add_argument("--scale", help="experiments/scales/<SCALE>.yaml on top of base.yaml")
-    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the grid's")
+    parser.add_argument("--seeds", type=_positive, help="seeds 0..N-1 instead of the grid's")
     parser.add_argument("--dry-run", action="store_true", help="print the points, done or missing")
     parser.add_argument(
         "--shard",
@@ -308,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", nargs="*", default=["uniform", "shuffle", "markov"])
     p.add_argument("--baseline-param", action="append", default=[], metavar="NAME.KEY=VALUE")
     p.add_argument("--split", default="test")
-    p.add_argument("--train-split", default="train")
+    p.add_argument(
+        "--train-split", help="novelty and the Markov baseline (default: train, if there is one)"
+    )
     p.add_argument("--no-motifs", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.add_argument(
@@ -316,12 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score samples whose lengths differ from each other or from the reference",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.set_defaults(func=cmd_evaluate)
 
     oracle = sub.add_parser("oracle", help="the oracle CNN feature space")
     p = oracle.add_subparsers(dest="action", required=True).add_parser(
-        "train", help="train (or reuse) the oracle CNN on a labelled dataset"
+        "train",
+        help="train (or reuse) the oracle CNN on a labelled dataset; prints its metadata with "
+        "the weights' sha256 (checksum), test accuracy and whether it is the shipped oracle",
     )
     p.add_argument("--dataset", default="dhs")
     p.add_argument("--cache-dir", default=CACHE_DIR)
@@ -333,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("grid", help="grid name (experiments/ablations/<grid>.yaml) or a YAML file")
     _grid_options(p, "training points")
     p.add_argument("--sei-weights", help="a Sei checkpoint: adds SFID (fd_sei) to every point")
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score every sampled point again (after a metric or oracle change); train and "
+        "sample nothing",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="for every point")
     p.set_defaults(func=cmd_ablation)
 
@@ -345,16 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--storage", required=True, help="sqlite:///FILE, journal:///FILE or postgresql://..."
     )
-    p.add_argument("--n-trials", type=int, help="stop when the study has N finished trials")
+    p.add_argument("--n-trials", type=_positive, help="stop when the study has N finished trials")
     p.add_argument(
         "--worker",
         type=int,
         default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0)),
         help="worker index, added to the sampler seed (default: $SLURM_ARRAY_TASK_ID or 0)",
     )
-    p.add_argument("--heartbeat", type=int, default=60, help="seconds between heartbeats")
-    p.add_argument("--grace", type=int, help="seconds without heartbeat before a trial is failed")
-    p.add_argument("--max-retry", type=int, default=3, help="retries of a killed trial")
+    p.add_argument("--heartbeat", type=_positive, default=60, help="seconds between heartbeats")
+    p.add_argument(
+        "--grace", type=_positive, help="seconds without heartbeat before a trial is failed"
+    )
+    p.add_argument("--max-retry", type=_count, default=3, help="retries of a killed trial")
     p.add_argument(
         "--from-run", type=Path, help="sample this trained run in every trial (no training)"
     )
@@ -426,13 +484,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest:
         args.overrides = [*args.overrides, *rest]
     try:
-        load_plugins()  # entry-point plugins for every command, not just `d3lm plugins`
-        args.func(args)
+        with signals():  # SIGTERM and SIGINT raise Interrupted
+            load_plugins()  # entry-point plugins for every command, not just `d3lm plugins`
+            args.func(args)
     except D3lmError as err:
         if args.debug:
             raise
         print(f"d3lm: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        again = ["d3lm", *(sys.argv[1:] if argv is None else argv), *err.extra]
+        print(f"d3lm: {err}; to continue: {shlex.join(again)}", file=sys.stderr)
+        return err.code
     return 0
 
 

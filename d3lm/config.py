@@ -53,11 +53,14 @@ def load_config(
     files: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
     base_file: str | Path | None = None,
+    overrides_source: str = "command-line overrides",
 ) -> DictConfig:
     """Merge base, scale, files and ``key=value`` overrides into one resolved config.
 
     ``base_file`` declares every key (default ``experiments/base.yaml``; fine-tuning runs are
-    declared by ``experiments/finetune.yaml``)."""
+    declared by ``experiments/finetune.yaml``). ``overrides_source`` names the overrides in
+    errors, so a grid or space file entry checked on its own is reported as itself, not as the
+    command line."""
     base_path = Path(base_file or EXPERIMENTS_DIR / "base.yaml")
     base = OmegaConf.load(base_path)
     config = base.copy()
@@ -67,7 +70,7 @@ def load_config(
     if scale:
         layers.append((str(scale_path(scale)), OmegaConf.load(scale_path(scale))))
     layers += [(str(f), _load_file(Path(f))) for f in files]
-    layers.append(("command-line overrides", _from_dotlist(overrides)))
+    layers.append((overrides_source, _from_dotlist(overrides, overrides_source)))
     for source, layer in layers:
         try:
             config = OmegaConf.merge(config, layer)
@@ -97,14 +100,14 @@ def _load_file(path: Path) -> DictConfig:
     return layer
 
 
-def _from_dotlist(overrides: Sequence[str]) -> DictConfig:
+def _from_dotlist(overrides: Sequence[str], source: str) -> DictConfig:
     for item in overrides:
         if "=" not in item or not item.split("=", 1)[0]:
             raise ConfigError(f"{item!r}: an override must be key=value")
     try:
         return OmegaConf.from_dotlist(list(overrides))
     except (yaml.YAMLError, OmegaConfBaseException) as err:
-        raise ConfigError(f"command-line overrides: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{source}: {str(err).splitlines()[0]}") from None
 
 
 #: base.yaml's type of a key -> the value types an override may have (strings take anything).
@@ -131,12 +134,15 @@ def _check_types(base: DictConfig, config: DictConfig, source: str, prefix: str 
             raise ConfigError(f"{source}: {path}: expected {_NAMES[want]}, got {got!r}")
 
 
-def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
-    """The saved config of a run, with ``key=value`` overrides (e.g. a longer max_steps)."""
+def load_run_config(
+    run_dir: Path, overrides: Sequence[str] = (), overrides_source: str = "command-line overrides"
+) -> DictConfig:
+    """The saved config of a run, with ``key=value`` overrides (e.g. a longer max_steps);
+    ``overrides_source`` names the overrides in errors (see :func:`load_config`)."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise NotFound(f"{run_dir}: not a run folder (no config.yaml)")
-    return load_config(files=[path], overrides=overrides)
+    return load_config(files=[path], overrides=overrides, overrides_source=overrides_source)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 import d3lm.baselines  # noqa: F401  (registers the baseline generators)
@@ -39,9 +40,11 @@ from d3lm.metrics.composition import (
 from d3lm.metrics.diversity import diversity
 from d3lm.metrics.features import FeatureExtractor
 from d3lm.metrics.frechet import frechet_distance
+from d3lm.metrics.intervals import Bootstrap, kid_interval
+from d3lm.metrics.kernel import Kernels, KidSpec, kernel_distance
 from d3lm.metrics.motifs import MotifScanner, compare_rates
 from d3lm.metrics.novelty import novelty
-from d3lm.metrics.oracle_train import OracleConfig, train_oracle
+from d3lm.metrics.oracle_train import OracleConfig, equals_shipped, train_oracle
 from d3lm.registry import FEATURE_EXTRACTORS, GENERATORS
 
 DEFAULT_FEATURES: dict[str, dict[str, Any]] = {"kmer": {}, "oracle": {}}
@@ -51,7 +54,9 @@ DEFAULT_BASELINES: dict[str, dict[str, Any]] = {"uniform": {}, "shuffle": {}, "m
 class Evaluator:
     """Scores sequence sets against one reference set; reference-side work is done once.
 
-    Metrics (keys of :meth:`score`): ``fd_<extractor>`` per feature extractor; ``gc_content``,
+    Metrics (keys of :meth:`score`): per feature extractor ``fd_<extractor>``, ``kid_<extractor>``
+    and ``kid_<extractor>_std`` (over subsets), and for those in ``intervals.features`` the
+    within-set bootstrap interval ``kid_<extractor>_lo`` / ``_hi``; ``gc_content``,
     ``gc_ratio_gc_at``, ``gc_ratio_g_c``, ``cpg_oe``; ``js_k1..js_k6`` (k-mer spectrum JS vs the
     reference); ``fraction_unique``, ``mean_hamming``, ``mean_edit``; ``nearest_mean``,
     ``nearest_median``, ``fraction_copies`` (vs ``train``, when given); ``motif_corr``,
@@ -69,10 +74,14 @@ class Evaluator:
         ks: Sequence[int] = (1, 2, 3, 4, 5, 6),
         seed: int = 0,
         progress: bool = False,
+        kid: KidSpec | None = None,
+        intervals: Bootstrap | None = None,
     ) -> None:
         self.extractors, self.train, self.motifs, self.seed = extractors, train, motifs, seed
         self.progress = progress
+        self.kid, self.intervals = kid or KidSpec(), intervals or Bootstrap()
         self.features = {name: self.extract(name, reference) for name in extractors}
+        self.kernels: dict[str, torch.Tensor] = {}  # reference x reference, once per extractor
         codes = encode_concatenated(reference)
         self.spectra = {k: kmer_counts_codes(codes, k) for k in ks}
         self.motif_rates = motifs.rates(reference) if motifs is not None else None
@@ -91,7 +100,7 @@ class Evaluator:
     def score(self, seqs: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}
         for name in self.extractors:
-            out[f"fd_{name}"] = frechet_distance(self.extract(name, seqs), self.features[name])
+            out.update(self.distances(name, self.extract(name, seqs)))
         out.update(composition(seqs))
         codes = encode_concatenated(seqs)
         for k, ref in self.spectra.items():
@@ -101,6 +110,21 @@ class Evaluator:
             out.update(novelty(seqs, self.train))
         if self.motifs is not None and self.motif_rates is not None:
             out.update(compare_rates(self.motif_rates, self.motifs.rates(seqs)))
+        return out
+
+    def distances(self, name: str, features: torch.Tensor) -> dict[str, float]:
+        """FD and KID of one set's features against the reference's in space ``name``."""
+        ref = self.features[name]
+        kernels = Kernels.of(ref, features, self.kernels.get(name))
+        self.kernels[name] = kernels.real
+        kid, kid_std = kernel_distance(
+            ref, features, self.kid.subsets, self.kid.subset_size, self.seed, kernels
+        )
+        out = {f"fd_{name}": frechet_distance(features, ref), f"kid_{name}": kid}
+        out[f"kid_{name}_std"] = kid_std
+        if name in self.intervals.features:
+            low, high = kid_interval(kernels, self.intervals, kid, self.seed)
+            out[f"kid_{name}_lo"], out[f"kid_{name}_hi"] = low, high
         return out
 
 
@@ -144,6 +168,15 @@ def build_extractors(
     return out
 
 
+def provenance(extractors: Mapping[str, FeatureExtractor]) -> dict[str, Any]:
+    """What identifies the instrument of a score: the extractors' ``provenance`` merged (the
+    oracle's checksum and test accuracy; empty for extractors that need none)."""
+    out: dict[str, Any] = {}
+    for extractor in extractors.values():
+        out.update(getattr(extractor, "provenance", {}))
+    return out
+
+
 def tidy(scores: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     """Rows (run, metric, value) from {run: {metric: value}}."""
     rows = [(run, m, v) for run, metrics in scores.items() for m, v in metrics.items()]
@@ -157,11 +190,33 @@ class EvaluateOptions:
     features: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_FEATURES))
     baselines: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_BASELINES))
     split: str = "test"
-    train_split: str = "train"
+    train_split: str | None = None  #: None: the ``train`` split, when the reference has one
     motifs: bool = True
     seed: int = 0
     progress: bool = True  #: bars on stderr (only when it is a terminal)
     allow_lengths: bool = False  #: score samples whose lengths differ from the reference's
+    kid: KidSpec = field(default_factory=KidSpec)
+    intervals: Bootstrap = field(default_factory=Bootstrap)
+
+    @classmethod
+    def from_config(cls, e: Any, seed: int) -> EvaluateOptions:
+        """The options of a run's ``evaluate`` config section (``seed``: the run's)."""
+        params = OmegaConf.to_container(e.params, resolve=True)
+        assert isinstance(params, dict)
+        return cls(
+            features={f: dict(params.get(f, {})) for f in e.features},
+            baselines={b: dict(params.get(b, {})) for b in e.baselines},
+            split=e.split,
+            motifs=e.motifs,
+            seed=seed,
+            progress=e.progress,
+            kid=KidSpec(**e.kid),
+            intervals=Bootstrap(
+                features=tuple(e.intervals.features),
+                resamples=e.intervals.resamples,
+                confidence=e.intervals.confidence,
+            ),
+        )
 
 
 def _quiet(progress: bool) -> bool | None:
@@ -193,7 +248,14 @@ def evaluate_samples(
     )
     stages.set_postfix_str("reference")
     evaluator = Evaluator(
-        ref_half, extractors, train, motifs, seed=options.seed, progress=options.progress
+        ref_half,
+        extractors,
+        train,
+        motifs,
+        seed=options.seed,
+        progress=options.progress,
+        kid=options.kid,
+        intervals=options.intervals,
     )
     stages.update()
     pools = {"train": train or real, "real": real}
@@ -227,11 +289,13 @@ def evaluate_fasta(
     """``d3lm evaluate``: score a samples FASTA against a recipe name or a sequence file.
 
     The reference is the ``options.split`` split of ``reference``; novelty and the Markov
-    baseline use its ``options.train_split`` split (when it has none, they use the held-out real
-    half). Writes ``metrics.json`` and ``metrics.csv`` (tidy rows) into ``out_dir``.
+    baseline use its ``options.train_split`` split (by default ``train``; when it has none, they
+    use the held-out real half; a split named but absent is refused). Writes ``metrics.json`` and
+    ``metrics.csv`` (tidy rows) into ``out_dir``, which is created only then: a failed run leaves
+    nothing behind.
     """
     options = options or EvaluateOptions()
-    check_writable(Path(out_dir) / "metrics.json")
+    check_writable(Path(out_dir) / "metrics.json", keep_folders=False)
     seqs = check_samples(samples, list(read_fasta(samples)), options.allow_lengths)
     table = load_table(reference, cache_dir)
     ref = table.loc[table["split"] == options.split, "sequence"].tolist()
@@ -240,7 +304,14 @@ def evaluate_fasta(
         raise D3lmError(f"{reference}: no sequences in split {options.split!r} (splits: {splits})")
     if not options.allow_lengths:
         check_reference_length(len(seqs[0]), ref)  # before the feature extractors load
-    train = table.loc[table["split"] == options.train_split, "sequence"].tolist() or None
+    splits = sorted(table["split"].unique())
+    if options.train_split is not None and options.train_split not in splits:
+        raise D3lmError(
+            f"{reference}: no split {options.train_split!r} for --train-split "
+            f"(splits: {', '.join(splits)})"
+        )
+    train_split = options.train_split or "train"
+    train = table.loc[table["split"] == train_split, "sequence"].tolist() or None
     extractors = build_extractors(options.features, cache_dir)
     motifs = MotifScanner() if options.motifs else None
     rows = evaluate_samples(seqs, ref, train, extractors, options, motifs, run=Path(samples).stem)
@@ -294,12 +365,15 @@ def check_samples(
 def oracle_train(dataset: str, cache_dir: Path, config: OracleConfig | None = None) -> dict:
     """``d3lm oracle train``: train (or reuse) the oracle on recipe ``dataset``; its metadata.
 
-    The returned dict (also ``oracle.json`` beside the checkpoint) has ``checkpoint``,
-    ``test_accuracy``, ``valid_accuracy``, ``classes`` and the config.
+    The returned dict (``oracle.json`` beside the checkpoint, plus ``checkpoint`` and
+    ``equals_shipped``) has ``checksum`` (sha256 of the weights), ``test_accuracy``,
+    ``valid_accuracy``, ``classes`` and the config; ``equals_shipped`` says whether the weights
+    are bitwise the oracle shipped for ``dataset`` (null when none ships).
     """
     path = train_oracle(prepare(dataset, cache_dir), cache_dir, config or OracleConfig())
     meta = json.loads(path.with_name("oracle.json").read_text())
-    return {"checkpoint": str(path), **meta}
+    shipped = equals_shipped(dataset, meta["checksum"])
+    return {"checkpoint": str(path), **meta, "equals_shipped": shipped}
 
 
 def metric_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -317,6 +391,7 @@ __all__ = [
     "evaluate_samples",
     "metric_table",
     "oracle_train",
+    "provenance",
     "split_reference",
     "tidy",
     "write_metrics",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,18 +24,21 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from d3lm import runner
+from d3lm import interrupt, runlock, runner
 from d3lm.ablation import replace_rows
 from d3lm.config import EXPERIMENTS_DIR, flatten, load_config
 from d3lm.data.tables import load_table
+from d3lm.devices import check_accelerator
 from d3lm.errors import D3lmError
 from d3lm.io import atomic_path, check_writable, write_text
 from d3lm.lit.classifier import METRICS, OPTIM_DEFAULTS, SequenceClassifier
 from d3lm.lit.labelled_data import LabelledData
 from d3lm.model import CLASSIFIER_HEADS, POOLINGS
+from d3lm.params import SEED, integer_at_least
 from d3lm.precision import AUTO, resolve
 from d3lm.registry import TOKENIZERS
 from d3lm.tasks import LabelledTable, load_task
@@ -61,9 +64,10 @@ PLACE_KEYS = {
 }
 
 RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "seed": SEED,
+    "num_classes": integer_at_least(2),
     "max_steps": (lambda v: v >= 1, ">= 1"),
-    "max_epochs": (lambda v: v >= 1, ">= 1"),
+    "max_epochs": integer_at_least(1),
     "val_check_interval": (lambda v: v >= 1, ">= 1"),
     "patience": (lambda v: v >= 1, ">= 1"),
     "lr_head": (lambda v: v > 0, "> 0"),
@@ -252,8 +256,10 @@ def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
 
 
 def check_plugins(cfg: DictConfig) -> None:
-    """Names the config gives (pooling, head, class weights), checked before any work."""
+    """Names the config gives (pooling, head, class weights, accelerator), checked before any
+    work."""
     POOLINGS.get(cfg.pooling)
+    check_accelerator("trainer.accelerator", cfg.trainer.accelerator)
     CLASSIFIER_HEADS.check(cfg.head.name, _plain(cfg.head.params))
     if cfg.class_weights not in CLASS_WEIGHTS:
         raise D3lmError(
@@ -291,15 +297,17 @@ def load_classifier(path: Path, resume: bool = False) -> SequenceClassifier:
 
 
 def encode_splits(
-    model: SequenceClassifier, table: LabelledTable
+    model: SequenceClassifier, table: LabelledTable, optional: Collection[str] = ()
 ) -> dict[str, tuple[Tensor, Tensor]]:
-    """(ids, class ids) of each split; a missing split or a record too long for the backbone
-    is a D3lmError naming the task file (and the record)."""
+    """(ids, class ids) of each split; a missing split (unless ``optional``: left out) or a
+    record too long for the backbone is a D3lmError naming the task file (and the record)."""
     frame, source = table.frame, str(table.source)
     sizes = frame["split"].value_counts()
     out = {}
     for split in ("train", "valid", "test"):
         rows = frame[frame["split"] == split]
+        if rows.empty and split in optional:
+            continue
         if rows.empty:
             counts = ", ".join(f"{k} {v}" for k, v in sizes.items())
             raise D3lmError(f"{source}: no {split} records (records per split: {counts})")
@@ -309,28 +317,20 @@ def encode_splits(
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, total: int, callbacks: Sequence[L.Callback] = ()
+    cfg: DictConfig,
+    run_dir: Path,
+    total: int,
+    callbacks: Sequence[L.Callback] = (),
+    validate: bool = True,
 ) -> L.Trainer:
     """Validation every ``val_check_interval`` steps; the best ``val/mcc`` is kept as
     ``best.ckpt``, ``patience`` validations without improvement stop the run; every checkpoint
-    is written atomically."""
+    is written atomically. Without ``validate`` (no validation split) the run trains all its
+    steps and keeps ``last.ckpt`` alone, saved as often, for a resume."""
     t = cfg.trainer
-    return L.Trainer(
-        max_steps=total,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        precision=resolve(t.precision, t.accelerator, Path(cfg.cache_dir)).precision,
-        use_distributed_sampler=False,  # the data module shares out the global batches
-        gradient_clip_val=t.gradient_clip_val,
-        val_check_interval=min(cfg.val_check_interval, total),
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.enable_progress_bar,
-        enable_model_summary=False,
-        default_root_dir=run_dir,
-        logger=CSVLogger(run_dir, name="logs"),
-        callbacks=[
+    every = min(cfg.val_check_interval, total)
+    if validate:
+        watch: list[L.Callback] = [
             ModelCheckpoint(
                 dirpath=run_dir / "checkpoints",
                 filename="best",
@@ -344,8 +344,37 @@ def build_trainer(
             EarlyStopping(
                 monitor="val/mcc", mode="max", patience=cfg.patience, check_on_train_epoch_end=False
             ),
+        ]
+    else:
+        watch = [
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                every_n_train_steps=every,
+                save_top_k=0,
+                save_last=True,
+            )
+        ]
+    return L.Trainer(
+        max_steps=total,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=resolve(t.precision, t.accelerator, Path(cfg.cache_dir)).precision,
+        use_distributed_sampler=False,  # the data module shares out the global batches
+        gradient_clip_val=t.gradient_clip_val,
+        val_check_interval=every,
+        limit_val_batches=None if validate else 0,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False,
+        default_root_dir=run_dir,
+        logger=CSVLogger(run_dir, name="logs"),
+        callbacks=[
+            *watch,
             LearningRateMonitor(logging_interval="step"),
             runner.WriteConfig(run_dir, cfg),
+            runner.StopOnSignal(run_dir / "checkpoints" / "last.ckpt"),
             *callbacks,
         ],
         plugins=[runner.AtomicCheckpointIO()],
@@ -369,10 +398,26 @@ def finetune(
 ) -> Path:
     """Fine-tune (or resume, or skip when finished) the run ``cfg`` describes; return its
     folder. ``table``: the task already loaded (default: ``load_task(cfg.task)``);
-    ``callbacks`` are added to the trainer's."""
+    ``callbacks`` are added to the trainer's. The run folder is locked while this process
+    works in it (``runlock``); SIGTERM or SIGINT stops training at the end of a step with a
+    checkpoint of that step (``runner.StopOnSignal``), from which the same call resumes."""
     runner.check_ranges(cfg, RANGES)
     check_plugins(cfg)
     run_dir = run_folder(cfg)
+    with runlock.hold(run_dir):
+        try:
+            return _finetune(cfg, run_dir, callbacks, table)
+        except interrupt.Interrupted as err:
+            runner.stopped_at(err, run_dir, run_dir / "checkpoints" / "last.ckpt")
+            raise
+
+
+def _finetune(
+    cfg: DictConfig,
+    run_dir: Path,
+    callbacks: Sequence[L.Callback],
+    table: LabelledTable | None,
+) -> Path:
     check_same_run(run_dir, cfg)
     done = run_dir / "metrics.json"
     if done.exists():
@@ -380,6 +425,8 @@ def finetune(
         return run_dir
     if table is None:
         table = task_table(cfg)
+    for note in table.notes:
+        rank_zero_info(note)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = last.exists()
@@ -389,9 +436,10 @@ def finetune(
             f"{last}: trained on classes {list(model.hparams.classes)}, the task has "
             f"{list(table.info.classes)}"
         )
-    data = LabelledData(
-        encode_splits(model, table), cfg.batch_size, cfg.eval_batch_size, cfg.seed, cfg.num_workers
-    )
+    # valid_fraction=0 asks for no validation split: train every step, score the last one
+    splits = encode_splits(model, table, optional=() if cfg.valid_fraction else ("valid",))
+    validate = "valid" in splits
+    data = LabelledData(splits, cfg.batch_size, cfg.eval_batch_size, cfg.seed, cfg.num_workers)
     if data.steps_per_epoch() < 1:
         raise D3lmError(
             f"{table.source}: {len(data.datasets['train'])} training records, fewer than one "
@@ -400,14 +448,15 @@ def finetune(
     total = cfg.max_steps if cfg.max_epochs is None else cfg.max_epochs * data.steps_per_epoch()
     run_cfg = cfg.copy()
     run_cfg.run = run_dir.name
-    trainer = build_trainer(run_cfg, run_dir, total, callbacks)
+    trainer = build_trainer(run_cfg, run_dir, total, callbacks, validate)
     if cfg.batch_size % trainer.world_size:
         raise D3lmError(
             f"batch_size={cfg.batch_size} does not divide among {trainer.world_size} processes"
         )
-    trainer.fit(model, datamodule=data, ckpt_path=last if resume else None, weights_only=True)
-    trainer.save_checkpoint(last, weights_only=False)
-    best = Path(trainer.checkpoint_callback.best_model_path)
+    with interrupt.deferred():
+        trainer.fit(model, datamodule=data, ckpt_path=last if resume else None, weights_only=True)
+        trainer.save_checkpoint(last, weights_only=False)
+    best = Path(trainer.checkpoint_callback.best_model_path) if validate else last
     metrics: dict[str, Any] = {
         "task": task_label(cfg.task),
         "init": init_name(cfg.checkpoint),
@@ -417,8 +466,11 @@ def finetune(
         "best_step": runner.read_checkpoint(best, hparams=CLASSIFIER_HPARAMS)["global_step"],
         "steps": trainer.global_step,
         "git": runner.git_revision(),
+        **({"notes": list(table.notes)} if table.notes else {}),
     }
     for split, prefix in SCORED_SPLITS.items():
+        if split not in splits:
+            continue
         evaluate = trainer.validate if split == "valid" else trainer.test
         scores = evaluate(model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
         metrics[split] = {name: float(scores[0][f"{prefix}/{name}"]) for name in METRICS}
@@ -445,11 +497,23 @@ def write_rows(cfg: DictConfig, run_dir: Path, metrics: dict[str, Any]) -> Path:
                 "git": metrics["git"],
             }
             for split in SCORED_SPLITS
+            if split in metrics
             for name in METRICS
         ]
     )
     replace_rows(path, rows, key="run")
     return path
+
+
+def summary(run_dir: Path) -> str:
+    """One line on a finished run: task, init, test scores and its folder, from metrics.json
+    (a DDP process other than the first, which writes no metrics.json, names the folder)."""
+    done = Path(run_dir) / "metrics.json"
+    if not done.exists():
+        return str(run_dir)
+    metrics = json.loads(done.read_text(encoding="utf-8"))
+    scores = ", ".join(f"{name} {metrics['test'][name]:.4f}" for name in METRICS)
+    return f"{metrics['task']} (init {metrics['init']}): test {scores}; run {run_dir}"
 
 
 # -- prediction -----------------------------------------------------------------------------------
@@ -476,7 +540,7 @@ def predict(
     under a fine-tuned run's best checkpoint, written atomically to the CSV ``out``: ``name``,
     one ``p_<class>`` per class, ``predicted``."""
     out = Path(out)
-    check_writable(out)
+    check_writable(out, keep_folders=False)
     model = load_classifier(best_checkpoint(run)).eval()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 from d3lm.errors import D3lmError, PluginParamError
+from d3lm.params import check_values
 
 T = TypeVar("T")
 
@@ -83,9 +84,10 @@ class Registry(Generic[T]):
             raise PluginParamError(f"{self.kind} {name!r}: {err}") from err
 
     def check(self, name: str, params: Mapping[str, Any], partial: bool = True) -> None:
-        """Fail unless plugin ``name`` exists and takes every key of ``params`` (and, unless
-        ``partial``, gets every required one); builds nothing, so a command can check its whole
-        config before it starts working."""
+        """Fail unless plugin ``name`` exists, takes every key of ``params`` (and, unless
+        ``partial``, gets every required one) and every value fits the parameter's declared type
+        and range (:mod:`d3lm.params`); builds nothing, so a command can check its whole config
+        before it starts working."""
         factory = self.get(name)
         signature = inspect.signature(factory)
         try:
@@ -93,6 +95,9 @@ class Registry(Generic[T]):
         except TypeError as err:
             accepted = ", ".join(signature.parameters) or "(none)"
             raise PluginParamError(f"{self.kind} {name!r}: {err}; it accepts: {accepted}") from None
+        problem = check_values(factory, params)
+        if problem is not None:
+            raise PluginParamError(f"{self.kind} {name!r}: {problem}")
 
     def names(self) -> list[str]:
         return sorted(self._entries)

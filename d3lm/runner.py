@@ -31,14 +31,18 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from d3lm import interrupt, runlock
+from d3lm.config import flatten
 from d3lm.data.datamodule import SequenceDataModule
 from d3lm.data.fasta import read_fasta, write_fasta
 from d3lm.data.tables import load_table
+from d3lm.devices import check_accelerator, check_device
 from d3lm.errors import D3lmError, NotFound
 from d3lm.evaluate import EvaluateOptions, build_extractors, evaluate_samples, write_metrics
 from d3lm.io import atomic_path, check_writable, write_text
 from d3lm.lit.diffusion_lm import DiffusionLM, NonFinite
 from d3lm.metrics.motifs import MotifScanner
+from d3lm.params import SEED
 from d3lm.plugins import load_plugins
 from d3lm.precision import AUTO, Choice, resolve
 from d3lm.registry import SAMPLERS, TOKENIZERS
@@ -109,6 +113,61 @@ class WriteConfig(L.Callback):
             write_text(self.path, OmegaConf.to_yaml(cfg))
 
 
+class StopOnSignal(L.Callback):
+    """Stops training on SIGTERM or SIGINT (noted by ``interrupt.deferred`` around ``fit``) after
+    a step: saves a checkpoint of that step where and as the periodic ones are saved
+    (``on_train_batch_end``, atomically), so a resume loses nothing and continues bit for bit,
+    and raises ``Interrupted`` as the next step starts, once the step's log row is written.
+    Under DDP the ranks agree first, so all save and stop at one step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.signum = 0  #: the signal a checkpoint was saved for
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        interrupt.take_back()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        interrupt.take_back()
+        signum = self._agreed(trainer)
+        if signum:  # nothing trained in this session yet: nothing to save
+            raise interrupt.Interrupted(signum)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
+    ) -> None:
+        self.signum = self._agreed(trainer)
+        if self.signum:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
+    ) -> None:
+        if self.signum:
+            raise interrupt.Interrupted(self.signum)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        interrupt.drop()  # a signal in the last step: the run is finished, nothing to stop
+
+    def _agreed(self, trainer: L.Trainer) -> int:
+        """The signal noted on any rank, or 0."""
+        signum = interrupt.pending()
+        if trainer.world_size > 1:
+            noted = torch.tensor(signum, device=trainer.strategy.root_device)
+            signum = int(trainer.strategy.reduce(noted, reduce_op="max"))
+        return signum
+
+
+def stopped_at(err: interrupt.Interrupted, run_dir: Path, last: Path) -> None:
+    """Say where an interrupted training left ``run_dir``: its checkpoint's step, or none."""
+    if last.exists():
+        step = read_checkpoint(last, hparams=())["global_step"]
+        err.where = err.where or f"{run_dir} stopped at step {step}, saved in {last}"
+        err.run_dir = run_dir
+    else:
+        err.where = err.where or f"{run_dir} stopped before its first checkpoint"
+
+
 class PrecisionNote(L.Callback):
     """Says what ``trainer.precision: auto`` chose and why, as training starts: one line on the
     Lightning logger (stderr) and ``precision``/``precision_reason`` in the session's
@@ -143,7 +202,7 @@ def session_precision(cfg: DictConfig, run_dir: Path) -> Choice:
 #: Values the trainer would not check, or would accept and then train nothing (max_steps=0
 #: saves an untouched model, lr=0 never moves it); ``train`` refuses them before starting.
 RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "seed": SEED,
     "trainer.max_steps": (lambda v: v >= 1, ">= 1"),
     "trainer.num_nodes": (lambda v: v >= 1, ">= 1"),
     "trainer.val_check_interval": (lambda v: v >= 1, ">= 1"),
@@ -159,6 +218,14 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
     "data.num_workers": (lambda v: v >= 0, ">= 0"),
 }
+#: What ``sample`` refuses, null included; grids and sweeps check them before they train.
+SAMPLE_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    **{
+        f"sample.{key}": (lambda v: isinstance(v, int) and v >= 1, "a positive integer")
+        for key in ("n", "bp", "batch_size")
+    },
+    "sample.seed": SEED,
+}
 
 
 def check_ranges(
@@ -168,7 +235,9 @@ def check_ranges(
         value = OmegaConf.select(cfg, key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise D3lmError(f"{key}={value!r}: expected a number ({wanted})")
+        if not ok(value):
             raise D3lmError(f"{key}={value!r}: must be {wanted}")
 
 
@@ -268,6 +337,7 @@ def build_trainer(
     each process takes its slice of the global batch, in the one-process order.
     """
     t = cfg.trainer
+    check_accelerator("trainer.accelerator", t.accelerator)
     precision = session_precision(cfg, run_dir)
     every = min(t.checkpoint_every_n_steps, t.max_steps)
     return L.Trainer(
@@ -296,6 +366,7 @@ def build_trainer(
             ),
             LearningRateMonitor(logging_interval="step"),
             CPUTime(),
+            StopOnSignal(run_dir / "checkpoints" / "last.ckpt"),
             *([PrecisionNote(precision)] if precision.reason else []),
             *callbacks,
         ],
@@ -311,14 +382,26 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
     this config's model fits its weights, the data's split sizes. ``config.yaml`` is written as
     training starts, so a failed resume leaves the run as it was; a new run that fails before its
     first checkpoint leaves no folder behind. A non-finite loss stops the run, keeping the last
-    checkpoint.
+    checkpoint. SIGTERM or SIGINT stops it at the end of a step with a checkpoint of that step
+    (``Interrupted``); a new run's config naming a folder that holds an unfinished run of the
+    same settings resumes it, so the same command run again continues (a SLURM requeue).
+    The run folder is locked for this process while it trains (``runlock``).
     """
     check_ranges(cfg)
     run_dir = Path(cfg.resume) if cfg.resume else new_run_dir(cfg)
+    with runlock.hold(run_dir):
+        try:
+            return _train(cfg, run_dir, callbacks)
+        except interrupt.Interrupted as err:
+            stopped_at(err, run_dir, run_dir / "checkpoints" / "last.ckpt")
+            raise
+
+
+def _train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback]) -> Path:
     last = run_dir / "checkpoints" / "last.ckpt"
+    if not cfg.resume and last.exists():
+        cfg = continue_run(cfg, run_dir)
     saved = read_checkpoint(last_checkpoint(run_dir), resume=True) if cfg.resume else None
-    if saved is None and last.exists():
-        raise RunExists(f"{run_dir} holds a run already; resume it with resume={run_dir}")
     if saved is not None and saved["global_step"] >= cfg.trainer.max_steps:
         raise D3lmError(
             f"{last}: trained {saved['global_step']} steps already; "
@@ -346,8 +429,9 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
         _discard(run_dir)  # what a run killed before its first checkpoint left
     try:
         resume = last if saved is not None else None
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-        trainer.save_checkpoint(last, weights_only=False)  # the whole state, not weights only
+        with interrupt.deferred():
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+            trainer.save_checkpoint(last, weights_only=False)  # the whole state, not weights only
     except BaseException as err:
         kept = last.exists()
         if new and not kept:
@@ -361,6 +445,39 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
             raise D3lmError(f"{run_dir}: {err}; {where}") from None
         raise
     return run_dir
+
+
+#: Keys that say where a run lives, not what it trains: ``run`` is null in the config of a run
+#: named by its start time, which a continuing command names.
+FOLDER_KEYS = {"resume", "run", "runs_dir", "experiment"}
+
+
+def continue_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """``cfg`` resuming ``run_dir``, an unfinished run whose ``config.yaml`` holds the same
+    settings (``trainer.precision: auto`` matches what it chose): the same command run again
+    continues the run. A finished run, or one of other settings, is refused (``RunExists``)."""
+    hint = f"resume it with resume={run_dir}"
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise RunExists(f"{run_dir} holds a run already; {hint}")
+    before, now = flatten(_plain(OmegaConf.load(saved))), flatten(_plain(cfg))
+    if now.get("trainer.precision") == AUTO:
+        now["trainer.precision"] = before.get("trainer.precision")
+    keys = (before.keys() | now.keys()) - FOLDER_KEYS
+    differ = sorted(k for k in keys if before.get(k) != now.get(k))
+    if differ:
+        key = differ[0]
+        raise RunExists(
+            f"{run_dir} holds a run with other settings ({key}={before.get(key)!r} there, "
+            f"{now.get(key)!r} now); {hint}, or choose another run=NAME"
+        )
+    step = read_checkpoint(last_checkpoint(run_dir))["global_step"]
+    if step >= cfg.trainer.max_steps:
+        raise RunExists(f"{run_dir} holds a run already ({step} steps trained); {hint}")
+    rank_zero_info(f"{run_dir}: continuing it from step {step} (the settings it was started with)")
+    resumed = cfg.copy()
+    resumed.resume = str(run_dir)
+    return resumed
 
 
 def compile_blocks(value: Any, device: torch.device) -> bool:
@@ -446,17 +563,18 @@ def sample(
     same for any count. A GPU is driven by one process.
     """
     s = cfg.sample
-    for key in ("n", "bp", "batch_size"):
-        if not isinstance(s[key], int) or s[key] < 1:
-            raise D3lmError(f"sample.{key}={s[key]!r}: must be a positive integer")
+    for key, (ok, wanted) in SAMPLE_RANGES.items():
+        if not ok(OmegaConf.select(cfg, key)):
+            raise D3lmError(f"{key}={OmegaConf.select(cfg, key)!r}: must be {wanted}")
     batches = -(-s.n // s.batch_size)
     workers = min(sampling_workers.resolve(s.workers, "sample.workers", batches), s.n)
     if sample_device(s.device).type != "cpu":
         workers = 1
     out = Path(out or Path(run_dir) / "samples.fasta")
-    check_writable(out)  # before the work, not after it
+    check_writable(out, keep_folders=False)  # before the work, not after it
     checkpoint = last_checkpoint(run_dir)  # one file for every worker, even if training goes on
     model = load_model(run_dir, checkpoint)
+    check_context(model, s.bp, run_dir)
     job = functools.partial(_sample_range, cfg, Path(run_dir), checkpoint)  # workers load it
     if workers == 1:  # in this process: the model loaded above, and its progress bar
         job = functools.partial(job, model=model, progress=s.progress)
@@ -526,9 +644,23 @@ def sample_device(spec: str) -> torch.device:
         device = torch.device(spec)
     except RuntimeError:
         raise D3lmError(f"sample.device={spec!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise D3lmError(f"sample.device={spec!r}: torch sees no CUDA device here")
+    check_device("sample.device", spec, device.type)
     return device
+
+
+def check_context(model: DiffusionLM, bp: int, run_dir: Path) -> None:
+    """Refuse a length the backbone cannot hold, before any sequence is drawn. Past ``max_len``
+    of the longest token the layout (tokens x vocabulary) is not built to count them: its size
+    grows with ``bp``, and the answer is known."""
+    max_len = model.backbone_config.max_len
+    longest = int(model.tokenizer.token_lengths.max())
+    beyond = bp > max_len * longest
+    tokens = -(-bp // longest) if beyond else len(model.tokenizer.layout(bp))
+    if tokens > max_len:
+        raise D3lmError(
+            f"{run_dir}: sample.bp={bp} needs {'at least ' * beyond}{tokens} tokens, more than "
+            f"the model's context of {max_len} tokens"
+        )
 
 
 def sampler_params(cfg: DictConfig) -> dict[str, Any]:
@@ -548,14 +680,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, samples: Path | None = None) -> pd.
     table = data_table(cfg)
     reference = table.loc[table["split"] == e.split, "sequence"].tolist()
     train_seqs = table.loc[table["split"] == "train", "sequence"].tolist()
-    options = EvaluateOptions(
-        features={name: dict(e.params.get(name, {})) for name in e.features},
-        baselines={name: dict(e.params.get(name, {})) for name in e.baselines},
-        split=e.split,
-        motifs=e.motifs,
-        seed=cfg.seed,
-        progress=e.progress,
-    )
+    options = EvaluateOptions.from_config(e, cfg.seed)
     rows = evaluate_samples(
         read_samples(samples or Path(run_dir) / "samples.fasta"),
         reference,

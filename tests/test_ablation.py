@@ -281,6 +281,7 @@ def test_micro_grid_end_to_end_skips_and_restarts(
     assert sorted(generated["steps"].unique()) == ["3", "per_token"]
     assert set(generated["tokens"]) == {10}  # 60 bp as nt6mer
     assert {"fd_kmer", "gc_ratio_gc_at", "fraction_unique", "nearest_mean"} <= set(rows["metric"])
+    assert {"kid_kmer", "kid_kmer_std"} <= set(rows["metric"])  # KID beside every FD
     bpn = generated.loc[generated["metric"] == "val_bpn", "value"]
     assert len(bpn) == 2 and bpn.iloc[0] == runner.read_log(run_dir)["val/bpn"].dropna().iloc[-1]
     assert set(rows["set"]) == {"generated", "real", "uniform", "shuffle", "markov"}
@@ -325,6 +326,17 @@ def test_micro_grid_end_to_end_skips_and_restarts(
     run_grid(micro_plan, echo=lines.append)
     redone = json.loads((run_dir / "samples" / "steps-3" / "metrics.json").read_text())
     assert redone == m3
+
+    # --rescore (after a metric or oracle change) scores every sampled point again, the same
+    # way, and trains and samples nothing
+    scored = []
+    evaluate = ablation.evaluate_samples
+    monkeypatch.setattr(
+        ablation, "evaluate_samples", lambda *a, **k: scored.append(a) or evaluate(*a, **k)
+    )
+    run_grid(micro_plan, echo=lines.append, rescore=True)
+    assert len(scored) == 2
+    assert json.loads((run_dir / "samples" / "steps-3" / "metrics.json").read_text()) == m3
 
     # the same point name with other sample settings (another grid on these runs) is refused
     other = Plan(micro_plan.grid, "micro", [*micro_plan.overrides, "sample.sampler.name=p2"])

@@ -74,19 +74,26 @@ def test_notebook_tables_carry_every_point(analysis_env: Path, name: str) -> Non
     runpy.run_path(str(ANALYSIS / f"{name}.py"), run_name="__main__")
     reports = analysis_env / "reports" / "micro"
     md = (reports / f"{name}.md").read_text()
-    table_lines = [line for line in md.splitlines() if line.startswith("|")][2:]
-    first_cells = [line.split(" | ")[0].removeprefix("| ") for line in table_lines]
+    tables = [block.splitlines() for block in md.split("\n\n") if block.startswith("|")]
+    first_cells = [[line.split(" | ")[0].removeprefix("| ") for line in t[2:]] for t in tables]
     labels = list(dict.fromkeys(rows.loc[rows["set"] == "generated"].iloc[:, 2].astype(str)))
-    assert first_cells == [
+    assert first_cells[0] == [
         *labels,
         "real DNA (held out)",
         "order-5 Markov",
         "dinucleotide shuffle",
         "uniform random",
     ]
-    assert "±" in md and "**" in md
+    assert " [" in md and "**" in md  # mean [interval] cells, the best mean in bold
+    # the paired table: every point but the grid's reference, each cell with its verdict
+    reference = next(iter(load_grid(name).reference.values()))
+    assert first_cells[1] == [label for label in labels if label != reference]
+    words = ("better", "worse", "indistinguishable")
+    cells = [c for line in tables[1][2:] for c in line.strip("| ").split(" | ")[1:]]
+    assert cells and all(c == "–" or c.endswith(words) for c in cells)
+    assert "Power" in md
     tex = (reports / f"{name}.tex").read_text()
-    assert "\\begin{tabular}" in tex and "$\\pm$" in tex and "\\textbf{" in tex
+    assert "\\begin{tabular}" in tex and "\\textbf{" in tex
     for path in reports.glob(f"{name}*.png"):
         assert path.read_bytes()[:4] == b"\x89PNG"
         assert path.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
@@ -120,9 +127,10 @@ def test_summary_golden_values_and_bold(analysis_env: Path) -> None:
     tied = tables.best_rows(tables.summarise(tie, ["steps"], ["fd_kmer"]))
     assert tied == {"fd_kmer": {"a", "b"}}
     table = tables.format_table(summary, ["fd_kmer", "gc_ratio_gc_at"], "steps")
-    assert table.loc["b", "FD k-mer"] == "**1 ± 0.71**"
-    assert table.loc["a", "FD k-mer"] == "2 ± 1.4"
-    assert table.loc["real DNA (held out)", "GC ratio (G+C)/(A+T)"] == "2 ± 0.14"
+    # mean [t interval]: two seeds, t(0.975, 1) = 12.706 times the standard error
+    assert table.loc["b", "FD k-mer"] == "**1 [-5.35, 7.35]**"  # 1 ± 12.706 * 0.5
+    assert table.loc["a", "FD k-mer"] == "2 [-10.7, 14.7]"  # 2 ± 12.706 * 1
+    assert table.loc["real DNA (held out)", "GC ratio (G+C)/(A+T)"] == "2 [0.729, 3.27]"
     assert list(table.index) == ["a", "b", "real DNA (held out)"]
 
 
@@ -156,3 +164,51 @@ def test_notebook_runs_headless_as_a_script(analysis_env: Path) -> None:
         cwd=analysis_env,
     )
     assert (analysis_env / "reports" / "micro" / "steps.pdf").exists()
+
+
+def test_a_table_keeps_one_sample_count_and_refuses_two_oracles(analysis_env: Path) -> None:
+    """FD at n = 256 and n = 1,000 differ by its 1/n bias, and two oracles are two
+    instruments: rows at another n are left out (and counted), rows of two oracles refused."""
+    import tables
+
+    rows = made_results("steps").assign(n=1000, oracle="3544d1517053", oracle_test_accuracy=0.68)
+    older = rows[rows["set"] == "generated"].head(30)
+    older = older.assign(n=256, point="old-" + older["point"], oracle=np.nan)
+    kept, note = tables.one_instrument(pd.concat([rows, older]), "ablation-steps")
+    assert set(kept["n"]) == {1000} and len(kept) == len(rows)
+    assert "n = 1,000 samples per point" in note and "oracle 3544d1517053" in note
+    assert "point(s) at other n left out" in note
+    mixed = rows.copy()
+    mixed.loc[mixed.index[:7], "oracle"] = "aaaaaaaaaaaa"
+    with pytest.raises(ValueError, match=r"ablation-steps: rows scored by different oracles"):
+        tables.one_instrument(mixed, "ablation-steps")
+    unrecorded = rows.copy()
+    unrecorded.loc[unrecorded.index[:7], "oracle"] = np.nan
+    with pytest.raises(ValueError, match=r"unrecorded \(7 rows\)"):
+        tables.one_instrument(unrecorded, "ablation-steps")
+
+
+def test_the_claims_table_decides_known_differences(analysis_env: Path) -> None:
+    """Rows whose differences are planted: P2 far worse than random order in every seed is
+    "reproduced", an AR model better than D3LM in every seed "contradicted", noise "undecided"
+    with the seeds a decision would need; one row per claim, seven in all."""
+    results = analysis_env / "results"
+    for name in ("tokenization", "sampling", "steps", "temperature", "main"):
+        rows = made_results(name, seeds=3).assign(n=1000)
+        if name == "sampling":
+            p2 = (rows["sampler"] == "p2") & (rows["metric"] == "fd_oracle")
+            rows.loc[p2, "value"] += 40
+        if name == "main":
+            ar = (rows["model"] == "autoregressive") & (rows["metric"] == "fd_oracle")
+            rows.loc[ar, "value"] -= 5
+        rows.to_csv(results / f"ablation-{name}-micro.csv", index=False)
+    runpy.run_path(str(ANALYSIS / "claims.py"), run_name="__main__")
+    md = (analysis_env / "reports" / "micro" / "claims.md").read_text()
+    lines = [line for line in md.splitlines() if line.startswith("| ")][1:]
+    verdicts = {line.split(" | ")[0][2:]: line.split(" | ")[3] for line in lines}
+    assert len(verdicts) == 7
+    assert verdicts["The planning sampler P2 collapses"] == "reproduced"
+    assert verdicts["D3LM beats an autoregressive model of the same size"] == "contradicted"
+    assert verdicts["Diffusion pretraining beats MLM on fine-tuning MCC"] == "undecided"
+    assert set(verdicts.values()) <= {"reproduced", "contradicted", "undecided"}
+    assert "seeds to resolve" in md and "n = 1,000 samples per point" in md

@@ -379,7 +379,9 @@ def test_cli_finetune_then_predict_writes_probabilities(
     root = [f"runs_dir={tmp_path / 'runs'}", f"results_dir={tmp_path / 'r'}"]
     quick = ["max_steps=10", "val_check_interval=5", "batch_size=16", f"cache_dir={tmp_path}"]
     assert main(["finetune", f"task={binary_task}", *args, *root, *quick]) == 0
-    run = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = capsys.readouterr().out.strip().splitlines()[-1]  # task, init, test scores, run
+    assert summary.startswith("binary (init random): test mcc ")
+    run = Path(summary.rsplit("; run ", 1)[1])
     assert run == tmp_path / "runs" / "finetune" / "binary-random-seed0"
     data = tmp_path / "new.fasta"
     data.write_text(">one\nACGTACGTACGTTGACGTCATGCA\n>two\nGGGGCCCCAAAA\n>three\nA\n")

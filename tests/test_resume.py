@@ -280,7 +280,7 @@ def test_non_finite_weights_are_never_saved(trained):
         ("optim.lr=-1e-3", "optim.lr=-0.001: must be > 0"),
         ("data.batch_size=0", "data.batch_size=0: must be >= 1"),
         ("optim.min_lr_ratio=2", "optim.min_lr_ratio=2: must be in"),
-        ("seed=-1", "seed=-1: must be in"),
+        ("seed=-1", r"seed=-1: must be an integer in \[0, 2\*\*32\)"),
         ("data.batch_size=400", "384 training sequences, fewer than one batch"),
     ],
 )

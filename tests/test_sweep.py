@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from d3lm.cli import main
 from d3lm.config import load_config, load_run_config
 from d3lm.errors import D3lmError
 from d3lm.evaluate import Evaluator, build_extractors
-from d3lm.sweeps import load_space, run_worker
+from d3lm.sweeps import load_space, run_worker, urls
 from d3lm.sweeps.report import report
 from d3lm.sweeps.space import EVAL_METRICS, LOG_METRICS
 from d3lm.sweeps.storage import open_storage
@@ -281,7 +282,8 @@ def postgres_server() -> Iterator[str]:
         admin.autocommit = True
         admin.cursor().execute(f"CREATE DATABASE {db}")
         try:
-            yield f"postgresql+psycopg2://postgres@/{db}?host={folder}&port=5432"
+            # the README's plain form: d3lm gives it the installed driver (d3lm.sweeps.urls)
+            yield f"postgresql://postgres@/{db}?host={folder}&port=5432"
         finally:
             admin.cursor().execute(f"DROP DATABASE {db} WITH (FORCE)")
             admin.close()
@@ -352,6 +354,90 @@ def test_two_workers_share_a_study_without_losing_a_trial(
                 assert (tmp_path / "report" / name).stat().st_size > 0
             rows = (tmp_path / "report" / "trials.csv").read_text().splitlines()
             assert len(rows) == 1 + len(trials)
+
+
+@pytest.mark.parametrize(
+    ("url", "installed", "opened"),
+    [
+        ("postgresql://u:pw@h/db", {"psycopg2"}, "postgresql+psycopg2://u:pw@h/db"),
+        ("postgresql://u@h/db", {"psycopg"}, "postgresql+psycopg://u@h/db"),
+        ("postgres://u@h:5433/db", {"psycopg2", "psycopg"}, "postgresql+psycopg2://u@h:5433/db"),
+        ("postgresql+psycopg://u@h/db", {"psycopg2", "psycopg"}, "postgresql+psycopg://u@h/db"),
+        ("sqlite:///runs/s.db", {"sqlite3"}, "sqlite+pysqlite:///runs/s.db"),
+    ],
+)
+def test_plain_storage_urls_get_the_installed_driver(
+    url: str, installed: set[str], opened: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLAlchemy's default driver for a plain postgresql:// changed across its versions: the
+    URL is given the driver this environment has, so the README's form works with either."""
+    monkeypatch.setattr(urls, "_importable", lambda module: module in installed)
+    target = urls.parse_storage(url)
+    assert target.url == opened and target.shown == urls.mask(url)
+    assert "pw" not in target.shown
+
+
+@pytest.mark.parametrize(
+    ("url", "installed", "message"),
+    [
+        (
+            "postgresql://u:pw@h/db",
+            set(),
+            'no postgresql driver is installed (psycopg2 or psycopg); pip install -e ".[postgres]"',
+        ),
+        (
+            "postgresql+psycopg://u:pw@h/db",
+            {"psycopg2"},
+            "driver 'psycopg' is not installed; install it, or write postgresql:// to use "
+            "psycopg2, which is",
+        ),
+    ],
+)
+def test_missing_driver_is_named_with_its_remedy(
+    url: str, installed: set[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(urls, "_importable", lambda module: module in installed)
+    with pytest.raises(D3lmError) as err:
+        urls.parse_storage(url)
+    assert str(err.value) == f"storage {url.replace(':pw@', ':***@')}: {message}"
+
+
+def sweep_error(tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line ``d3lm sweep`` prints for a storage it cannot use (exit 2, no trial)."""
+    argv = ["sweep", str(write_space(tmp_path, MICRO_SPACE)), "--study", "s", "--storage", url]
+    assert main([*argv, "--n-trials", "1", f"runs_dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists()
+    return err
+
+
+@pytest.mark.slow
+def test_refused_postgresql_port_is_one_line_with_the_password_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's plain URL to a port where nothing listens: after the start-up retries, one
+    line that names the URL (password masked) and the driver's reason; no traceback."""
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed")
+    with socket.socket() as closed:  # bound but not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        err = sweep_error(tmp_path, f"postgresql://sweep:s3cret@127.0.0.1:{port}/sweeps", capsys)
+    assert f"storage postgresql://sweep:***@127.0.0.1:{port}/sweeps: cannot connect:" in err
+    assert "refused" in err and "s3cret" not in err
+
+
+@pytest.mark.slow
+def test_missing_postgresql_database_and_role_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with postgres_server() as url:
+        server = url.split("?", 1)[1]
+        err = sweep_error(tmp_path, f"postgresql://postgres@/no_such_db?{server}", capsys)
+        assert "cannot connect:" in err and 'database "no_such_db" does not exist' in err
+        err = sweep_error(tmp_path, f"postgresql://nobody_here:pw@/postgres?{server}", capsys)
+        assert "postgresql://nobody_here:***@/postgres" in err
+        assert 'role "nobody_here" does not exist' in err
 
 
 def wait_for_running_trial(url: str, study_name: str, timeout: float = 180) -> FrozenTrial:

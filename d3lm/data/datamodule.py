@@ -207,7 +207,8 @@ class SequenceDataModule(GlobalBatchData):
         if sizes["valid"] == 0:
             raise D3lmError(
                 f"{self.source}: no validation sequences (sequences per split: {counts}); "
-                "a file without a split column takes data.valid_fraction of its records"
+                "a file without a split column takes data.valid_fraction of its records "
+                "(to train without validation: trainer.limit_val_batches=0)"
             )
         share = ValidationBatches(sizes["valid"], self.eval_batch_size, self.limit_val_batches)
         used = len(share.indices)
@@ -225,7 +226,8 @@ class SequenceDataModule(GlobalBatchData):
         return self.tokenizer.batch_encode(list(rows["sequence"]), names=list(rows["name"]))
 
     def setup(self, stage: str | None = None) -> None:
-        for split in ("train", "valid"):
+        validated = self.limit_val_batches != 0  # else there may be no validation split at all
+        for split in ("train", "valid") if validated else ("train",):
             if split not in self._datasets:
                 self._datasets[split] = TensorDataset(self.split_ids(split))
 

@@ -26,6 +26,7 @@ from d3lm.data.corpus import CorpusConfig, corpus_windows, interval_digest
 from d3lm.data.genome import WindowConfig, read_chromosomes, read_tss, tss_windows
 from d3lm.errors import D3lmError, NotFound
 from d3lm.io import atomic_path, write_text
+from d3lm.params import PositiveInt, Seed
 from d3lm.registry import DATASETS
 
 SPLITS = ("train", "valid", "test")
@@ -321,9 +322,9 @@ class ChromosomesRecipe(Recipe):
     ``held_out`` adds task settings to the three genomic tasks at their defaults, which are
     always held out: ``[{task: splice_acceptor, length: 600}]`` (keys of ``GenomicTask``)."""
 
-    length: int = 1024
-    count: int = 50_000
-    seed: int = 0
+    length: PositiveInt = 1024
+    count: PositiveInt = 50_000
+    seed: Seed = 0
     held_out: tuple[Mapping[str, Any], ...] = field(default=())
 
     name: ClassVar[str] = "chromosomes"

@@ -20,11 +20,13 @@ import math
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 
 from d3lm.data.recipes import SPLITS, Recipe
+from d3lm.params import NonNegativeInt, PositiveFloat, PositiveInt, Seed, at_least
 from d3lm.registry import DATASETS
 from d3lm.tokenizers.base import NUCLEOTIDES
 
@@ -37,11 +39,12 @@ def _text(codes: np.ndarray) -> list[str]:
 
 @dataclass(frozen=True)
 class SyntheticSet(Recipe):
-    """A generated set: ``n`` sequences of ``length`` bp, split 90/5/5 by index."""
+    """A generated set: ``n`` sequences of ``length`` bp, split 90/5/5 by index (at least one
+    sequence in each split, so at least 3)."""
 
-    n: int = 6000
-    length: int = 192
-    seed: int = 0
+    n: Annotated[int, at_least(3)] = 6000
+    length: PositiveInt = 192
+    seed: Seed = 0
 
     @abstractmethod
     def codes(self, rng: np.random.Generator) -> np.ndarray:
@@ -117,8 +120,12 @@ class MarkovSet(SyntheticSet):
     """
 
     name = "markov"
-    order: int = 3
-    concentration: float = 0.3
+    order: PositiveInt = 3
+    concentration: PositiveFloat = 0.3
+
+    def __post_init__(self) -> None:
+        if self.length < self.order:
+            raise ValueError(f"markov: length {self.length} is shorter than order {self.order}")
 
     def transitions(self) -> np.ndarray:
         rng = np.random.default_rng([self.seed, 1])
@@ -163,8 +170,11 @@ class MotifSet(SyntheticSet):
     """
 
     name = "motifs"
-    motif: int = 8
-    spacing: int = 20
+    motif: PositiveInt = 8
+    spacing: NonNegativeInt = 20
+
+    def __post_init__(self) -> None:
+        self.positions()  # a length too short for the motifs fails before anything is built
 
     def motifs(self) -> np.ndarray:
         return np.random.default_rng([self.seed, 2]).integers(0, 4, size=(2, self.motif))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -84,17 +85,13 @@ def _reader(
 
 
 def hash_split(names: pd.Series, valid_fraction: float, test_fraction: float) -> pd.Series:
-    """Assign train/valid/test by CRC32 of each record name (stable across runs and machines)."""
-    u = names.astype(str).map(lambda n: zlib.crc32(n.encode()) / 2**32)
-    return pd.Series(
-        pd.cut(
-            u,
-            [0.0, valid_fraction, valid_fraction + test_fraction, 1.0],
-            labels=["valid", "test", "train"],
-            include_lowest=True,
-        ).astype(str),
-        index=names.index,
-    )
+    """Assign train/valid/test by CRC32 of each record name (stable across runs and machines):
+    u = crc32 / 2**32 in [0, valid_fraction] is valid, up to valid + test fraction test, the rest
+    train; a fraction of 0 makes no such split."""
+    u = names.astype(str).map(lambda n: zlib.crc32(n.encode()) / 2**32).to_numpy()
+    valid = (u <= valid_fraction) & (valid_fraction > 0)
+    test = ~valid & (u <= valid_fraction + test_fraction) & (test_fraction > 0)
+    return pd.Series(np.select([valid, test], ["valid", "test"], "train"), index=names.index)
 
 
 def validate(frame: pd.DataFrame, source: str) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,7 @@ def _register_preset(name: str, base: BackboneConfig) -> None:
             for f in dataclasses.fields(base)
         ]
     )
+    factory.__annotations__ = typing.get_type_hints(BackboneConfig)  # values are type-checked
     factory.__name__ = factory.__qualname__ = f"preset_{name.replace('-', '_')}"
     factory.__doc__ = (
         f"NT v2-style encoder: {base.n_layers} layers, hidden {base.hidden}, {base.heads} heads, "

@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from d3lm.model.backbone import init_weights
+from d3lm.params import PositiveInt, Probability
 from d3lm.registry import Registry
 
 POOLINGS: Registry[Any] = Registry("pooling")
@@ -36,7 +37,7 @@ class MeanPooling(nn.Module):
 class LinearHead(nn.Module):
     """Dropout, then one linear layer to the class logits (NT v2's fine-tuning head)."""
 
-    def __init__(self, hidden: int, classes: int, dropout: float = 0.1) -> None:
+    def __init__(self, hidden: int, classes: int, dropout: Probability = 0.1) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, classes))
         self.apply(init_weights)
@@ -51,7 +52,11 @@ class MLPHead(nn.Module):
     combines pooled features non-linearly, which a frozen backbone cannot do for the head."""
 
     def __init__(
-        self, hidden: int, classes: int, dropout: float = 0.1, width: int | None = None
+        self,
+        hidden: int,
+        classes: int,
+        dropout: Probability = 0.1,
+        width: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         width = width or hidden

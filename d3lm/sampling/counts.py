@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from d3lm.params import UnitInterval
 from d3lm.registry import COMMIT_COUNTS
 from d3lm.sampling import rng
 from d3lm.sampling.base import CommitCount, StepContext
@@ -44,7 +45,7 @@ class Threshold(CommitCount):
 
     needs_logits = True
 
-    def __init__(self, threshold: float = 0.9) -> None:
+    def __init__(self, threshold: UnitInterval = 0.9) -> None:
         self.threshold = threshold
 
     def __call__(self, ctx: StepContext) -> Tensor:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from d3lm.params import PositiveInt
 from d3lm.registry import COMMIT_COUNTS, REMASKERS, SCHEDULES, UNMASK_ORDERS
 from d3lm.sampling import rng
 from d3lm.sampling.base import StepContext
@@ -169,9 +170,9 @@ class Sampler:
         remasker_params: Mapping[str, Any] | None = None,
         steps: int = 50,
         temperature: float = 1.0,
-        top_k: int | None = None,
+        top_k: PositiveInt | None = None,
         top_p: float | None = None,
-        block_length: int | None = None,
+        block_length: PositiveInt | None = None,
         schedule: Any = None,
         cache: bool = True,
         sparse_head: bool = True,

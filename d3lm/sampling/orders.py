@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from d3lm.params import NonNegativeFloat
 from d3lm.registry import UNMASK_ORDERS
 from d3lm.sampling import rng
 from d3lm.sampling.base import StepContext, UnmaskOrder, gumbel, stream_scores
@@ -29,7 +30,7 @@ class CertaintyOrder(UnmaskOrder):
 
     needs_logits = True
 
-    def __init__(self, noise: float = 0.0) -> None:
+    def __init__(self, noise: NonNegativeFloat = 0.0) -> None:
         self.noise = noise
 
     def certainty(self, probs: Tensor) -> Tensor:

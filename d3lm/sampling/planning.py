@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from d3lm.params import NonNegativeFloat
 from d3lm.registry import UNMASK_ORDERS
 from d3lm.sampling import rng
 from d3lm.sampling.base import StepContext, UnmaskOrder, gumbel
@@ -23,7 +24,9 @@ class P2Order(UnmaskOrder):
     needs_logits = True
     replans = True
 
-    def __init__(self, committed_weight: float = 1.0, noise: float = 0.0) -> None:
+    def __init__(
+        self, committed_weight: NonNegativeFloat = 1.0, noise: NonNegativeFloat = 0.0
+    ) -> None:
         self.committed_weight, self.noise = committed_weight, noise
 
     def scores(self, ctx: StepContext) -> Tensor:

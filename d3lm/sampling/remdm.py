@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from d3lm.params import NonNegativeFloat
 from d3lm.registry import REMASKERS
 from d3lm.sampling import rng
 from d3lm.sampling.base import Remasker, StepContext
@@ -30,7 +31,7 @@ def _sigma_max(ctx: StepContext) -> float:
 
 
 class _Uniform(Remasker):
-    def __init__(self, eta: float = 0.02) -> None:
+    def __init__(self, eta: NonNegativeFloat = 0.02) -> None:
         self.eta = eta
 
     def sigma(self, ctx: StepContext) -> float:
@@ -62,7 +63,7 @@ class ReMDMRescale(_Uniform):
 class ReMDMConf(Remasker):
     """Per-token sigma = eta * sigma_max * n_committed * softmax(-confidence), capped at 1."""
 
-    def __init__(self, eta: float = 1.0) -> None:
+    def __init__(self, eta: NonNegativeFloat = 1.0) -> None:
         self.eta = eta
 
     def __call__(self, ctx: StepContext) -> tuple[Tensor, Tensor]:

@@ -12,8 +12,10 @@ one worker there.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from itertools import pairwise
 from typing import Any, TypeVar
@@ -72,8 +74,29 @@ def run(job: Callable[[range], T], n: int, workers: int, batch: int = 1) -> list
     if len(parts) == 1:
         return [job(parts[0])]
     threads = max(1, cores() // len(parts))
+    before = set(mp.active_children())
     with ProcessPoolExecutor(len(parts), mp_context=mp.get_context("spawn")) as pool:
-        return list(pool.map(_in_worker, [job] * len(parts), parts, [threads] * len(parts)))
+        try:
+            with _sigint_blocked():
+                results = pool.map(_in_worker, [job] * len(parts), parts, [threads] * len(parts))
+            return list(results)
+        except BaseException:  # Interrupted, or a worker's error: the others' work is lost anyway
+            for worker in set(mp.active_children()) - before:
+                worker.kill()
+            raise
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked while the workers are spawned, so that they run with it blocked (a mask
+    survives fork and exec): Ctrl-C reaches the terminal's whole process group, and only this
+    process should act on it (stop the workers, say where it stopped), not every worker with a
+    traceback of its own. A SIGINT meanwhile is delivered here when the block ends."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _in_worker(job: Callable[[range], T], part: range, threads: int) -> T:

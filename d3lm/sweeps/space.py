@@ -38,16 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from omegaconf import DictConfig
 
 from d3lm import runner
 from d3lm.ablation import PLUGIN_KEYS, SYMBOLS, WILDCARD
 from d3lm.config import dotlist, flatten, load_config, load_run_config, scale_path
-from d3lm.errors import D3lmError, NotFound
-from d3lm.plugins import check_config, load_plugins
-from d3lm.registry import TOKENIZERS
-from d3lm.tokenizers.base import Tokenizer
+from d3lm.errors import D3lmError
+from d3lm.plugins import load_plugins
+from d3lm.preflight import check_layers, check_run_config, named
+from d3lm.specfiles import describe, expect_mapping, read_mapping
 
 #: Objectives read from the run's Lightning log (the last validation value).
 LOG_METRICS = ("val/bpn", "val/loss")
@@ -126,7 +125,8 @@ class Param:
         """Override sets that cover every key and extreme value, for validation."""
         if self.kind == "categorical":
             return [self.overrides(c) for c in self.choices]
-        return [{self.name: self.low}, {self.name: self.high}]
+        cast = float if self.kind == "float" else int  # a float range on an int key is an error
+        return [{self.name: cast(self.low)}, {self.name: cast(self.high)}]
 
 
 @dataclass(frozen=True)
@@ -174,9 +174,13 @@ class Space:
 
     def compose(self, overrides: list[str], searched: Mapping[str, Any]) -> DictConfig:
         layers = [*dotlist({**SWEEP_DEFAULTS, **self.config}), *overrides, *dotlist(searched)]
+        return self.layer(layers, "command-line overrides")
+
+    def layer(self, overrides: list[str], source: str) -> DictConfig:
+        """``overrides`` on the scale (or the ``--from-run`` config); errors name ``source``."""
         if self.from_run is not None:
-            return load_run_config(self.from_run, layers)
-        return load_config(self.scale, overrides=layers)
+            return load_run_config(self.from_run, overrides, overrides_source=source)
+        return load_config(self.scale, overrides=overrides, overrides_source=source)
 
 
 # -------------------------------------------------------------------------------------- parsing
@@ -193,39 +197,39 @@ def load_space(
     """
     load_plugins()
     path = Path(path)
-    if not path.exists():
-        raise NotFound(f"{path}: no such search-space file")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, Mapping):
-        raise D3lmError(f"{path}: expected a mapping with {sorted(FILE_KEYS)}")
-    unknown = set(raw) - FILE_KEYS
-    if unknown:
-        raise D3lmError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(FILE_KEYS)})")
+    where = f"space file {path}"
+    raw = read_mapping(path, "space file", FILE_KEYS)
     scale = raw.get("scale")
     if scale is not None:
+        if not isinstance(scale, str):
+            raise D3lmError(f"{where}: scale: expected a scale name, got {describe(scale)}")
         try:
-            scale_path(str(scale))
+            scale_path(scale)
         except FileNotFoundError as err:
-            raise D3lmError(f"{path}: scale: {err}") from None
+            raise D3lmError(f"{where}: scale: {err}") from None
     objective = raw.get("objective") or {}
     if not isinstance(objective, Mapping) or set(objective) - {"metric", "direction"}:
-        raise D3lmError(f"{path}: objective: expected {{metric: NAME, direction: minimize}}")
-    metric = str(objective.get("metric", "val/bpn"))
+        raise D3lmError(f"{where}: objective: expected {{metric: NAME, direction: minimize}}")
+    metric = objective.get("metric", "val/bpn")
+    if not isinstance(metric, str):
+        raise D3lmError(f"{where}: objective.metric: expected a name, got {describe(metric)}")
     direction = str(objective.get("direction", "minimize"))
     if direction not in ("minimize", "maximize"):
-        raise D3lmError(f"{path}: objective.direction: {direction!r} is not minimize or maximize")
+        raise D3lmError(f"{where}: objective.direction: {direction!r} is not minimize or maximize")
     params_raw = raw.get("params") or {}
-    if not isinstance(params_raw, Mapping) or not params_raw:
-        raise D3lmError(f"{path}: params: the space searches nothing (no params)")
+    expect_mapping(params_raw, f"{where}: params", "a mapping of config key -> distribution")
+    if not params_raw:
+        raise D3lmError(f"{where}: params: the space searches nothing (no params)")
+    config = expect_mapping(raw.get("config") or {}, f"{where}: config", "a mapping of config keys")
     space = Space(
         source=str(path),
-        scale=None if scale is None else str(scale),
+        scale=scale,
         metric=metric,
         direction=direction,
-        params=tuple(_param(path, str(n), spec) for n, spec in params_raw.items()),
-        config=flatten(raw.get("config") or {}),
-        sampler_spec=_spec(path, "sampler", raw.get("sampler"), "tpe", SAMPLERS),
-        pruner_spec=_spec(path, "pruner", raw.get("pruner"), "median", PRUNERS),
+        params=tuple(_param(where, str(n), spec) for n, spec in params_raw.items()),
+        config=flatten(config),
+        sampler_spec=_spec(where, "sampler", raw.get("sampler"), "tpe", SAMPLERS),
+        pruner_spec=_spec(where, "pruner", raw.get("pruner"), "median", PRUNERS),
         raw=raw,
         from_run=None if from_run is None else Path(from_run),
     )
@@ -233,8 +237,8 @@ def load_space(
     return space
 
 
-def _param(path: Path, name: str, spec: Any) -> Param:
-    where = f"{path}: params.{name}"
+def _param(file: str, name: str, spec: Any) -> Param:
+    where = f"{file}: params.{name}"
     if isinstance(spec, list) or spec == WILDCARD:
         spec = {"type": "categorical", "choices": spec}
     if not isinstance(spec, Mapping):
@@ -307,61 +311,43 @@ def _categorical(where: str, name: str, choices: Any) -> Param:
 
 
 def _spec(
-    path: Path, entry: str, spec: Any, default: str, known: Mapping[str, type]
+    where: str, entry: str, spec: Any, default: str, known: Mapping[str, type]
 ) -> dict[str, Any]:
     """A sampler or pruner entry ({name, kwargs...}), built once here so bad kwargs fail now."""
-    spec = {"name": spec} if isinstance(spec, str) else dict(spec or {"name": default})
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = dict(expect_mapping(spec or {}, f"{where}: {entry}", "a name or {name: ...}"))
     spec.setdefault("name", default)
     name = spec["name"]
-    if name not in known:
-        raise D3lmError(f"{path}: {entry}: unknown {entry} {name!r} (known: {', '.join(known)})")
+    if not isinstance(name, str) or name not in known:
+        raise D3lmError(f"{where}: {entry}: unknown {entry} {name!r} (known: {', '.join(known)})")
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     if entry == "sampler":
         seed = kwargs.setdefault("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise D3lmError(f"{path}: sampler.seed must be an int, got {seed!r}")
+            raise D3lmError(f"{where}: sampler.seed must be an int, got {seed!r}")
         spec["seed"] = seed
         kwargs = {**SAMPLER_DEFAULTS.get(name, {}), **kwargs}
     accepted = inspect.signature(known[name]).parameters
     unknown = set(kwargs) - set(accepted)
     if unknown:
-        raise D3lmError(f"{path}: {entry}: {name} takes no {sorted(unknown)}")
+        raise D3lmError(f"{where}: {entry}: {name} takes no {sorted(unknown)}")
     try:
         known[name](**kwargs)
     except (TypeError, ValueError) as err:
-        raise D3lmError(f"{path}: {entry}: {err}") from None
+        raise D3lmError(f"{where}: {entry}: {err}") from None
     return spec
-
-
-def _placeholders(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Sampler symbols (``per_token``) become a step count for checking: their value exists only
-    once a run's tokenizer is known."""
-    return {k: 1 if isinstance(v, str) and v in SYMBOLS else v for k, v in overrides.items()}
-
-
-def _check_plugins(cfg: DictConfig) -> None:
-    """Build every plugin the config names (d3lm.plugins.check_config). A tokenizer that learns
-    from data (``bpe``) cannot be built before runner.train fits it on the training split, so a
-    fixed one stands in for it here; its params are checked when a trial fits it."""
-    learner = TOKENIZERS.get(cfg.tokenizer.name)
-    if getattr(learner.fit, "__func__", None) is not Tokenizer.fit.__func__:
-        cfg = cfg.copy()
-        cfg.tokenizer = {"name": "nt6mer", "params": {}}
-    check_config(cfg)
 
 
 def _check(space: Space, overrides: list[str]) -> None:
     """Every key against the composed config of the scale; plugin names against registries;
-    the objective against what a run of that config logs or evaluates."""
-    path = space.source
+    value ranges and plugin builds at every extreme of every range (a space whose range admits
+    a value a run refuses is an error now, not a failed trial later); the objective against
+    what a run of that config logs or evaluates."""
+    where = f"space file {space.source}"
     for key in RESERVED_KEYS:
         if key in space.config or any(key in c for p in space.params for c in p.candidates()):
-            raise D3lmError(f"{path}: {key!r} is set by the sweep for each trial")
-    try:
-        cfg = space.compose(overrides, {})
-        _check_plugins(cfg)
-    except (D3lmError, TypeError) as err:
-        raise D3lmError(f"{path}: config: {err}") from None
+            raise D3lmError(f"{where}: {key!r} is set by the sweep for each trial")
     for param in space.params:
         for candidate in param.candidates():
             for key, value in candidate.items():
@@ -369,28 +355,40 @@ def _check(space: Space, overrides: list[str]) -> None:
                 symbol = isinstance(value, str) and value in SYMBOLS
                 if registry is not None and value not in registry:
                     raise D3lmError(
-                        f"{path}: params.{param.name}: {key}={value!r} is not a registered "
+                        f"{where}: params.{param.name}: {key}={value!r} is not a registered "
                         f"{registry.kind} (known: {', '.join(registry.names())})"
                     )
                 if symbol and not key.startswith("sample.sampler.params."):
-                    raise D3lmError(f"{path}: params.{param.name}: {value!r} is a sampler symbol")
+                    raise D3lmError(f"{where}: params.{param.name}: {value!r} is a sampler symbol")
+    # each entry alone first, so that an error names the entry that holds the bad key or value
+    layers = [named(f"{where}: config", {**SWEEP_DEFAULTS, **space.config})]
+    layers.append(("command-line overrides", overrides))
+    layers += [named(f"{where}: params.{p.name}", c) for p in space.params for c in p.candidates()]
+    check_layers(space.layer, layers)
+    try:
+        cfg = space.compose(overrides, {})
+        check_run_config(cfg, SYMBOLS)
+    except (D3lmError, TypeError) as err:
+        raise D3lmError(f"{where}: config: {err}") from None
+    for param in space.params:
+        for candidate in param.candidates():
             try:  # builds the plugins too: their names and params are checked
-                _check_plugins(space.compose(overrides, _placeholders(candidate)))
+                check_run_config(space.compose(overrides, candidate), SYMBOLS)
             except (D3lmError, TypeError) as err:
-                raise D3lmError(f"{path}: params.{param.name}: {err}") from None
+                raise D3lmError(f"{where}: params.{param.name}: {err}") from None
     known = [*LOG_METRICS, *(f"fd_{f}" for f in cfg.evaluate.features), *EVAL_METRICS]
     if cfg.evaluate.motifs:
         known += MOTIF_METRICS
     if space.metric not in known:
         raise D3lmError(
-            f"{path}: objective.metric: unknown metric {space.metric!r} (known with this "
+            f"{where}: objective.metric: unknown metric {space.metric!r} (known with this "
             f"config: {', '.join(known)})"
         )
     if space.from_run is not None:
         runner.last_checkpoint(space.from_run)
         if not space.evaluates:
             raise D3lmError(
-                f"{path}: objective.metric: {space.metric!r} comes from training; with "
+                f"{where}: objective.metric: {space.metric!r} comes from training; with "
                 f"--from-run {space.from_run} trials only sample (use a metrics.json metric)"
             )
         for param in space.params:
@@ -398,11 +396,11 @@ def _check(space: Space, overrides: list[str]) -> None:
             trained = sorted(k for k in keys if not k.startswith(SAMPLING_KEYS))
             if trained:
                 raise D3lmError(
-                    f"{path}: params.{param.name}: {', '.join(trained)} would need training; "
+                    f"{where}: params.{param.name}: {', '.join(trained)} would need training; "
                     f"with --from-run only {' and '.join(f'{k}*' for k in SAMPLING_KEYS)} keys"
                 )
     if space.evaluates and space.pruner_spec["name"] != "none":
         raise D3lmError(
-            f"{path}: pruner: {space.pruner_spec['name']!r} prunes on the validation bound, "
+            f"{where}: pruner: {space.pruner_spec['name']!r} prunes on the validation bound, "
             f"which is not the objective {space.metric!r}; use pruner: none"
         )

@@ -3,7 +3,11 @@
 - ``sqlite:///path.db``: one machine (SQLite locking is unreliable on network filesystems).
 - ``journal:///abs/path.log`` or ``journal://relative/path.log``: Optuna's journal file backend,
   for a shared filesystem (NFS, Lustre) with no database server.
-- ``postgresql://user@host:port/db`` (or ``postgresql+psycopg2://``, ``mysql://``...): clusters.
+- ``postgresql://user@host:port/db`` (or ``postgresql+psycopg2://``, ``postgresql+psycopg://``):
+  clusters; a bare URL gets the driver that is installed (``d3lm.sweeps.urls``).
+
+The URL and the storage file are checked first (``urls``, ``storage_files``), and a server that
+cannot be reached is a one-line error naming the URL with its password masked.
 
 A RUNNING trial whose worker stopped beating for ``grace`` seconds is marked FAIL by the next
 worker that looks, and :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` enqueues it again
@@ -20,7 +24,6 @@ import random
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
@@ -35,9 +38,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from d3lm.errors import D3lmError, NotFound
+from d3lm.errors import D3lmError
+from d3lm.sweeps.urls import StorageURL, parse_storage
 
-JOURNAL = "journal://"
 CREATE_ATTEMPTS = 5
 HEARTBEAT_ATTR = "d3lm:heartbeat"
 
@@ -84,63 +87,74 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self.stale_callback
 
 
-def journal_path(url: str) -> Path | None:
-    """The file of a ``journal://`` URL (``journal:///abs`` is absolute), else None."""
-    return Path(url[len(JOURNAL) :]) if url.startswith(JOURNAL) else None
-
-
 def open_storage(
     url: str, heartbeat: int | None = None, grace: int | None = None, max_retry: int | None = 3
 ) -> BaseStorage:
     """The storage behind ``url``; with ``heartbeat`` (seconds) stale trials fail after
-    ``grace`` seconds (default 3 beats) and are retried up to ``max_retry`` times."""
+    ``grace`` seconds (default 3 beats) and are retried up to ``max_retry`` times. A bad URL,
+    a file that is not a storage or a server that cannot be reached is a D3lmError."""
+    target = parse_storage(url)
+    target.check_file()
+    return _open(target, heartbeat, grace, max_retry)
+
+
+def existing_storage(url: str) -> BaseStorage:
+    """The storage of a study that must exist already (reports): no file is created."""
+    target = parse_storage(url)
+    target.check_file(must_exist=True)
+    return _open(target)
+
+
+def _open(
+    target: StorageURL,
+    heartbeat: int | None = None,
+    grace: int | None = None,
+    max_retry: int | None = 3,
+) -> BaseStorage:
+    """The storage of a checked ``target``; a file's missing folders are made first (neither
+    SQLite nor the journal backend makes them)."""
     if heartbeat is not None and grace is None:
         grace = 3 * heartbeat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat else None
-    path = journal_path(url)
-    if path is not None:
-        if not path.name:
-            raise D3lmError(f"{url}: expected journal:///path/to/file.log")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path))
+    if target.path is not None:
+        target.path.parent.mkdir(parents=True, exist_ok=True)
+    if target.url is None:  # a journal file
+        assert target.path is not None
+        backend = JournalFileBackend(str(target.path))
         if heartbeat is None:
             return JournalStorage(backend)
         return HeartbeatJournalStorage(backend, heartbeat, grace or 0, retry)
-    if "://" not in url:
-        raise D3lmError(
-            f"storage {url!r}: expected sqlite:///FILE, journal:///FILE or postgresql://..."
-        )
-    engine: dict[str, object] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        # workers wait for each other's writes instead of failing with "database is locked"
-        engine = {"connect_args": {"timeout": 60}}
     make = functools.partial(
         RDBStorage,
-        url,
-        engine_kwargs=engine,
+        target.url,
+        engine_kwargs=target.engine_kwargs(),
         heartbeat_interval=heartbeat,
         grace_period=grace,
         heartbeat_stale_trial_callback=retry,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval
-        for attempt in range(CREATE_ATTEMPTS - 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return make()
-            except (IntegrityError, OperationalError, ProgrammingError):
+            except (IntegrityError, OperationalError, ProgrammingError) as err:
                 # workers started together on a fresh database race to create Optuna's tables
                 # (or the server is still starting): the loser finds them on the next attempt
-                time.sleep(0.5 + random.random() * (attempt + 1))
-        return make()
+                if attempt == CREATE_ATTEMPTS:
+                    raise D3lmError(f"storage {target.shown}: {_reason(err)}") from None
+                time.sleep(0.5 + random.random() * attempt)
+            except RuntimeError as err:  # Optuna: the tables are of another Optuna version
+                raise D3lmError(f"storage {target.shown}: {_reason(err)}") from None
 
 
-def existing_storage(url: str) -> BaseStorage:
-    """The storage of a study that must exist already (reports): no file is created."""
-    path = journal_path(url)
-    if path is None and url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
-    if path is not None and not path.exists():
-        raise NotFound(f"{url}: no such storage file")
-    return open_storage(url)
+def _reason(err: Exception) -> str:
+    """The driver's message (refused, unknown host, bad password, no such database) on one
+    line (drivers never repeat the password in it)."""
+    cause = getattr(err, "orig", None) or err
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    kind = "cannot connect" if isinstance(err, OperationalError) else "cannot use it"
+    return f"{kind}: {text}"

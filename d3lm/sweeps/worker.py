@@ -31,14 +31,17 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from d3lm import runner
 from d3lm.ablation import Scorer, resolve_symbols
 from d3lm.errors import D3lmError
+from d3lm.interrupt import Interrupted
 from d3lm.io import write_text
 from d3lm.sweeps.space import LOG_METRICS, Space
 from d3lm.sweeps.storage import open_storage
+from d3lm.sweeps.urls import mask
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: Seconds between looks at the study while the last trials run on other workers.
@@ -100,6 +103,7 @@ class Worker:
     study_name: str
     overrides: list[str]
     team: Team
+    max_retry: int | None = 3
 
     def __post_init__(self) -> None:
         self.scorer = Scorer() if self.space.evaluates else None
@@ -127,8 +131,27 @@ class Worker:
         trial.set_user_attr("git", runner.git_revision())
         trial.set_user_attr("worker", worker_name())
         self.team.share({"number": trial.number, "values": values})
-        self.train(cfg, trial)
-        return self.score(cfg, run_dir)
+        try:
+            self.train(cfg, trial)
+            return self.score(cfg, run_dir)
+        except Interrupted as err:
+            err.where = f"{err.where or run_dir}; {self.fail(trial)}"
+            raise
+
+    def fail(self, trial: optuna.Trial) -> str:
+        """Mark the trial this worker was stopped in FAIL and queue its parameters again, as the
+        heartbeat does for a killed worker's trial (the interruption passes through Optuna, which
+        would leave it RUNNING until its heartbeat went stale); say what was done."""
+        study = trial.study
+        study.tell(trial, state=TrialState.FAIL)
+        trials = study.get_trials(deepcopy=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            RetryHeartbeatStaleTrialCallback(self.max_retry)(study, trials[trial.number])
+        done = f"trial {trial.number} of study {study.study_name} marked FAIL"
+        if len(study.get_trials(deepcopy=False)) > len(trials):
+            return f"{done} and queued again"
+        return f"{done}, not queued again (retried {self.max_retry} times)"
 
     def score(self, cfg: DictConfig, run_dir: Path) -> float:
         """The objective of a trained run: its last logged validation value, or a metric of the
@@ -142,7 +165,7 @@ class Worker:
         assert self.scorer is not None
         resolve_symbols(cfg, runner.load_model(run_dir).tokenizer)
         samples = runner.sample(cfg, run_dir)
-        return float(self.scorer(cfg, samples, run_dir / "metrics.json")["generated"][metric])
+        return float(self.scorer(cfg, samples, run_dir / "metrics.json").sets["generated"][metric])
 
     def follow(self) -> None:
         """Ranks > 0: train each trial rank 0 hands over, until it says stop."""
@@ -227,7 +250,7 @@ def open_study(
             study.set_user_attr(key, value)
         elif old != value:
             raise D3lmError(
-                f"study {name!r} in {storage_url} was created with another {key} "
+                f"study {name!r} in {mask(storage_url)} was created with another {key} "
                 f"({old!r}, this worker: {value!r}); use a new study name"
             )
     return study
@@ -250,7 +273,7 @@ def run_worker(
         raise D3lmError(f"--n-trials and --heartbeat must be >= 1, got {n_trials}, {heartbeat}")
     team = Team()
     overrides = [*overrides, *device_overrides(space, overrides, team)]
-    me = Worker(space, study_name, overrides, team)
+    me = Worker(space, study_name, overrides, team, max_retry)
     if me.team.rank > 0:
         me.follow()
         return
@@ -272,8 +295,12 @@ def run_worker(
                 time.sleep(min(heartbeat, POLL_S))
                 continue
             study.optimize(me.objective, n_trials=1, gc_after_trial=True)
-    finally:
+    except Interrupted:
+        raise  # every rank got the signal and stops by itself: none waits for a message
+    except BaseException:
         me.team.share(None)
+        raise
+    me.team.share(None)
     echo(summary(study, n_trials))
 
 

@@ -47,11 +47,14 @@ class TaskInfo:
 @dataclass(frozen=True)
 class LabelledTable:
     """``frame``: ``name, sequence, label, y, split`` (genomic tasks also ``chrom, start, end,
-    strand``); ``source``: the parquet or user file the rows came from."""
+    strand``); ``source``: the parquet or user file the rows came from; ``notes``: what was done
+    to the source's splits (a validation split carved from train), for the run's log and
+    metadata."""
 
     info: TaskInfo
     frame: pd.DataFrame
     source: Path
+    notes: tuple[str, ...] = ()
 
 
 class Task(ABC):
@@ -137,7 +140,8 @@ def load_task(
     params: Mapping[str, Any] | None = None,
 ) -> LabelledTable:
     """A registered task name (built once into ``cache_dir/tasks/``, with constructor ``params``)
-    or a user file (``valid_fraction`` / ``test_fraction`` split it when it has no split)."""
+    or a user file (``valid_fraction`` / ``test_fraction`` split it when it has no split;
+    ``valid_fraction`` of its train records become valid when its splits hold no valid)."""
     if spec in TASKS:
         task = TASKS.build(spec, params)
         path = task.prepare(Path(cache_dir))
@@ -154,9 +158,9 @@ def load_task(
         raise NotFound(
             f"task {spec!r} is neither a file nor a registered task ({', '.join(TASKS.names())})"
         )
-    frame = read_user_table(path, valid_fraction, test_fraction)
+    frame, notes = read_user_table(path, valid_fraction, test_fraction)
     classes = user_classes(frame, num_classes, spec)
     frame = assign_classes(frame, classes, spec)
     lengths = frame["sequence"].str.len().unique()
     info = TaskInfo(spec, classes, int(lengths[0]) if len(lengths) == 1 else None)
-    return LabelledTable(info, frame, path)
+    return LabelledTable(info, frame, path, notes)

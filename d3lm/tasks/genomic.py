@@ -17,6 +17,7 @@ import pandas as pd
 from d3lm.data.benchmarks import CHROMOSOMES, CLASSES, Annotation, GenomicTask, genomic_windows
 from d3lm.data.genome import read_chromosomes
 from d3lm.data.recipes import fetch, prepare
+from d3lm.params import Seed
 from d3lm.registry import TASKS
 from d3lm.tasks.base import Task, TaskInfo
 
@@ -53,7 +54,7 @@ class _GenomicTask(Task):
     """A benchmarks window set served as a task."""
 
     length: int
-    seed: int = 0
+    seed: Seed = 0
 
     def __post_init__(self) -> None:
         self.spec()  # a bad length fails when the task is built

@@ -3,6 +3,7 @@ each header, holding ``sequence, label[, split][, name]``.
 
 Without a ``split`` column the split is a CRC32 hash of the record name (of the sequence when
 there is no name), so a record, and every copy of a sequence, keeps its split on every machine.
+A file whose splits are train and test only gets its validation split from train by that hash.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def labels_as_text(frame: pd.DataFrame, source: str) -> pd.Series:
     return text.str.strip()
 
 
-def read_user_table(path: Path, valid_fraction: float, test_fraction: float) -> pd.DataFrame:
+def read_user_table(
+    path: Path, valid_fraction: float, test_fraction: float
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """``name, sequence, label, split`` of a user's file, sequences checked (ACGTN, unique names,
-    split values), labels as text; the row order of the file is kept."""
+    split values), labels as text; the row order of the file is kept. Also notes on what was
+    done to the file's own splits (:func:`carve_valid`), for the run to report and record."""
     check_fractions(valid_fraction, test_fraction)
     source = str(path)
     readers = {**READERS, **dict.fromkeys(FASTA_SUFFIXES, read_labelled_fasta)}
@@ -64,6 +68,7 @@ def read_user_table(path: Path, valid_fraction: float, test_fraction: float) -> 
         if column not in frame.columns:
             raise D3lmError(f"{source}: no {column!r} column (columns: {list(frame.columns)})")
     frame["label"] = labels_as_text(frame, source)
+    keys = split_keys(frame)  # before validate() names unnamed records by row
     if "split" in frame.columns:
         missing = frame["split"].isna().to_numpy() | frame["split"].astype(str).str.strip().eq("")
         if missing.any():
@@ -73,9 +78,35 @@ def read_user_table(path: Path, valid_fraction: float, test_fraction: float) -> 
             )
         frame["split"] = frame["split"].astype(str).str.strip()
     else:
-        keys = (
-            frame["name"] if "name" in frame.columns else frame["sequence"].astype(str).str.upper()
-        )
         frame["split"] = hash_split(keys, valid_fraction, test_fraction)
-    frame = validate(frame, source)
-    return frame[["name", "sequence", "label", "split"]]
+    frame, note = carve_valid(validate(frame, source), keys, valid_fraction, source)
+    return frame[["name", "sequence", "label", "split"]], (note,) if note else ()
+
+
+def split_keys(frame: pd.DataFrame) -> pd.Series:
+    """What a record's split is hashed from: its name, else its sequence (so every copy of a
+    sequence lands in one split)."""
+    return frame["name"] if "name" in frame.columns else frame["sequence"].astype(str).str.upper()
+
+
+def carve_valid(
+    frame: pd.DataFrame, keys: pd.Series, valid_fraction: float, source: str
+) -> tuple[pd.DataFrame, str | None]:
+    """A file whose own splits hold train but no valid records (train and test only) gets
+    ``valid_fraction`` of its train records as the validation split, chosen by the hash of
+    ``keys`` that splits files without a split column, so the same records move on every
+    machine; a class whose every train record the hash picks stays in train, so carving never
+    takes a class away from training. Returns the table and a note saying how many moved
+    (None: none did)."""
+    if (frame["split"] == "valid").any():
+        return frame, None
+    train = (frame["split"] == "train").to_numpy()
+    moved = train & (hash_split(keys, valid_fraction, 0.0) == "valid").to_numpy()
+    moved &= frame["label"].isin(set(frame["label"][train & ~moved])).to_numpy()
+    if not moved.any():
+        return frame, None
+    note = (
+        f"{source}: no valid split; {int(moved.sum())} of {int(train.sum())} train records "
+        f"moved to valid (valid_fraction={valid_fraction}, by a hash of the record name)"
+    )
+    return frame.assign(split=frame["split"].mask(moved, "valid")), note

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A SLURM array of Optuna workers on one study: task i runs `d3lm sweep ... --worker i`, and the
-# study stops when it has N_TRIALS finished trials counted over all tasks. A pre-empted or killed
-# task's trial is failed by the heartbeat and retried by another task (--requeue brings it back).
+# study stops when it has N_TRIALS finished trials counted over all tasks. A killed task's trial
+# is failed by the heartbeat and retried by another task. A task stopped by SIGTERM (pre-emption,
+# or --signal 120 s before its time limit) fails its trial and queues it again in the study at
+# once, exits 143 and is requeued (--requeue; this script requeues it after a time limit), so it
+# comes back as a worker of the same study.
 #
 #   STORAGE=journal:///shared/sweeps/lr.log WORKERS=8 N_TRIALS=40 \
 #       sweeps/slurm/array.sh sweeps/lr_warmup.yaml lr [key=value ...]
@@ -21,6 +24,7 @@
 #SBATCH --cpus-per-task=8
 #SBATCH --time=24:00:00
 #SBATCH --requeue
+#SBATCH --signal=B:TERM@120
 #SBATCH --output=slurm-%x-%A_%a.out
 set -euo pipefail
 
@@ -57,8 +61,21 @@ task_command() {  # the command of array task $1 (then the key=value overrides)
 
 if [[ -n "${SLURM_ARRAY_TASK_ID:-}" ]]; then  # inside a task: this task's worker
     command=$(task_command "$SLURM_ARRAY_TASK_ID" "$@")
-    if [[ -n "${DRY_RUN:-}" ]]; then echo "$command"; else eval "exec $command"; fi
-    exit
+    if [[ -n "${DRY_RUN:-}" ]]; then echo "$command"; exit; fi
+    # --signal=B: signals this shell, not its children: hand SIGTERM on to the worker
+    eval "exec $command" &
+    worker=$!
+    trap 'kill -TERM "$worker" 2>/dev/null' TERM
+    status=0
+    wait "$worker" || status=$?
+    if kill -0 "$worker" 2>/dev/null; then  # the trap ended the wait: wait for the worker itself
+        status=0
+        wait "$worker" || status=$?
+    fi
+    if ((status == 143)) && [[ -n "${SLURM_JOB_ID:-}" ]]; then
+        scontrol requeue "$SLURM_JOB_ID" || echo "scontrol requeue failed: resubmit the task" >&2
+    fi
+    exit "$status"
 fi
 
 if [[ $STORAGE == sqlite* ]] && ((workers > 1)); then

@@ -19,6 +19,13 @@ class FeatureExtractor(ABC):
     @abstractmethod
     def __call__(self, seqs: Sequence[str]) -> torch.Tensor: ...
 
+    @property
+    def provenance(self) -> dict[str, object]:
+        """What identifies this instrument in a result row, so rows scored by different networks
+        are never mixed unseen; empty for extractors whose features depend on no trained weights
+        (or on weights named elsewhere)."""
+        return {}
+
 
 def one_hot(seqs: Sequence[str], length: int | None = None) -> torch.Tensor:
     """One-hot (n, 4, length) in ACGT channel order; N and other codes are 0.25 in every channel.

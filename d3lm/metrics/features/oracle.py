@@ -3,12 +3,19 @@
 The suite trains it itself (``d3lm oracle train``, :mod:`d3lm.metrics.oracle_train`) because Sei
 weights are not always at hand; a network that must tell cell types apart from sequence alone
 has to see motifs and their arrangement, which k-mer spectra cannot.
+
+The network is the instrument every ``oracle`` distance is measured with, so it is identified by
+the sha256 of its weights (:func:`state_checksum`), verified on load and reported as
+``provenance``; the DHS oracle trained here ships with the package (``weights/``) so every
+machine measures with the same one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -48,23 +55,60 @@ class OracleCNN(nn.Module):
         return self.head(self.embed(x))
 
 
+#: Oracles shipped with the package, by dataset recipe: ``weights/<name>.pt`` and its ``.json``.
+WEIGHTS = Path(__file__).with_name("weights")
+SHIPPED = {"dhs": "oracle-dhs"}
+
+
+def state_checksum(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 (hex) over every entry's name and tensor bytes, names sorted: equal exactly when
+    the weights are bitwise equal, whatever the file they were saved in."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode() + b"\0")
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_oracle(path: str | os.PathLike[str]) -> tuple[OracleCNN, dict[str, object]]:
-    """The network and its saved metadata (classes, config, accuracy) from ``oracle.pt``."""
+    """The network and its saved metadata (classes, config, accuracy, ``checksum``) from
+    ``oracle.pt``; ``checksum`` is recomputed from the weights, and a checkpoint whose recorded
+    checksum disagrees is refused (its weights are not the network it claims to be)."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     try:
         model = OracleCNN(len(saved["classes"]), **saved["model"])
         model.load_state_dict(saved["state_dict"])
     except (KeyError, RuntimeError) as err:
         raise D3lmError(f"{path}: not an oracle checkpoint written by d3lm: {err}") from None
-    return model.eval(), {k: v for k, v in saved.items() if k != "state_dict"}
+    checksum = state_checksum(saved["state_dict"])
+    if saved.get("checksum", checksum) != checksum:
+        raise D3lmError(
+            f"{path}: the weights' sha256 is {checksum}, the checkpoint records "
+            f"{saved['checksum']}; the file was altered"
+        )
+    meta = {k: v for k, v in saved.items() if k != "state_dict"}
+    return model.eval(), {**meta, "checksum": checksum}
+
+
+def shipped_oracle(dataset: str) -> tuple[Path, dict[str, object]] | None:
+    """The shipped ``oracle.pt`` for recipe ``dataset`` and its recorded metadata (the JSON
+    beside it: checksum, test accuracy, the training data's content checksum), if one ships."""
+    if dataset not in SHIPPED:
+        return None
+    path = WEIGHTS / f"{SHIPPED[dataset]}.pt"
+    return path, json.loads(path.with_suffix(".json").read_text())
 
 
 @FEATURE_EXTRACTORS.register("oracle")
 class OracleFeatures(FeatureExtractor):
     """Penultimate-layer features of a trained oracle CNN.
 
-    ``checkpoint`` is an ``oracle.pt``; without one, the oracle for recipe ``dataset`` is trained
-    (once, cached by checksum under ``cache_dir``) with the default :class:`OracleConfig`.
+    ``checkpoint`` is an ``oracle.pt``; without one, the oracle for recipe ``dataset`` is the
+    shipped one when the prepared data is what it was trained on, else one trained (once, cached
+    by checksum under ``cache_dir``) with the default :class:`OracleConfig`
+    (:func:`~d3lm.metrics.oracle_train.default_oracle`). ``provenance`` names the network: the
+    first 12 hex digits of its weights' sha256 and its test accuracy (None when ``model`` came
+    without one).
     """
 
     def __init__(
@@ -75,16 +119,25 @@ class OracleFeatures(FeatureExtractor):
         batch_size: int = 512,
         model: OracleCNN | None = None,
     ) -> None:
+        accuracy = None
         if model is None:
             if checkpoint is None:
-                from d3lm.data.recipes import prepare  # only this path needs the data recipes
-                from d3lm.metrics.oracle_train import train_oracle
+                from d3lm.metrics.oracle_train import default_oracle  # needs the data recipes
 
-                checkpoint = train_oracle(prepare(dataset, Path(cache_dir)), Path(cache_dir))
-            model, _ = load_oracle(checkpoint)
+                checkpoint = default_oracle(dataset, Path(cache_dir))
+            model, meta = load_oracle(checkpoint)
+            accuracy = meta.get("test_accuracy")
         self.model = model.eval()
+        self._provenance = {
+            "oracle": state_checksum(self.model.state_dict())[:12],
+            "oracle_test_accuracy": None if accuracy is None else float(accuracy),
+        }
         self.batch_size = batch_size
         self.dim = self.model.features[0].out_features
+
+    @property
+    def provenance(self) -> dict[str, object]:
+        return dict(self._provenance)
 
     @torch.no_grad()
     def __call__(self, seqs: Sequence[str]) -> torch.Tensor:

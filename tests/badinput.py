@@ -1,0 +1,35 @@
+"""What every table of bad inputs checks (tests/test_bad_inputs*.py): the CLI ends with exit
+code 2 and a last stderr line that is its error, no traceback, and the folder of the test's
+inputs is left byte for byte as it was."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from d3lm.cli import main
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under ``root`` with the SHA-1 of its bytes (folders: empty)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else ""
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def clear_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    """Run ``d3lm ARGV``; assert exit 2, no traceback and an error line; return that line and
+    the whole of stderr."""
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse's own usage errors exit 2 too
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    message = err.strip().splitlines()[-1]  # argparse prints its usage lines before it
+    assert message.startswith("d3lm") and "error:" in message, err
+    return message, err
