@@ -38,7 +38,8 @@ def metric_figure(
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(order) + 2), 3.2))
     common = {"data": generated, "x": "point", "y": "value", "order": order, "ax": ax}
-    sns.stripplot(**common, color="C0", alpha=0.45, size=3, jitter=0.15)
+    # no random jitter: `make figures` must rebuild a figure byte for byte
+    sns.stripplot(**common, color="C0", alpha=0.45, size=3, jitter=False)
     sns.pointplot(
         **common, errorbar=t_interval, color="C0", linestyle="none", capsize=0.2, markersize=4
     )

@@ -448,7 +448,8 @@ def power_section(
 ) -> tuple[str, str]:
     """How many seeds would resolve a difference of ``deltas[metric]`` (display units) with
     80 % power, at this n and at four times as many samples: from the median SD of the paired
-    differences over points and, for the sampling part, the within-seed bootstrap intervals."""
+    differences over points and, for the sampling part, the median within-seed bootstrap
+    interval (capped by the SD it is part of)."""
     n = int(rows.loc[rows["set"] == GENERATED, "n"].max()) if "n" in rows else None
     lines = []
     for metric, delta in deltas.items():
@@ -462,17 +463,23 @@ def power_section(
         names = [metric + LOW, metric + HIGH]
         bounds = rows[(rows["set"] == GENERATED) & rows["metric"].isin(names)]
         widths = bounds.pivot_table(index="point", columns="metric", values="value")
-        sampling = 0.0
-        if len(widths.columns) == 2:
-            se = (widths[metric + HIGH] - widths[metric + LOW]) * scale / (2 * 1.959964)
-            sampling = 2 * float((se**2).mean())  # a difference of two independent sample sets
         now = stats.seeds_needed(delta, sd)
+        head = (
+            f"- {title}: paired differences scatter with SD {sd:.3g} over seeds (median over "
+            f"points); a difference of {delta:g} needs {_seeds(now)} at n = {n:,}"
+        )
+        if len(widths.columns) != 2:  # no within-seed interval: the sampling part is unknown
+            lines.append(f"{head} (80 % power, 5 % two-sided paired t).")
+            continue
+        se = (widths[metric + HIGH] - widths[metric + LOW]) * scale / (2 * 1.959964)
+        # a difference of two independent sample sets; the median point, as for the spread
+        # (a collapsed sampler's huge interval would stand for every point otherwise)
+        sampling = 2 * float((se**2).median())
         more = stats.seeds_needed(delta, stats.projected_sd(sd, sampling, n, 4 * n))
         lines.append(
-            f"- {title}: paired differences scatter with SD {sd:.3g} over seeds (median over "
-            f"points; sampling part {np.sqrt(sampling):.3g}); a difference of {delta:g} needs "
-            f"{_seeds(now)} at n = {n:,} and {_seeds(more)} at n = {4 * n:,} (80 % power, 5 % "
-            "two-sided paired t)."
+            f"{head} and {_seeds(more)} at n = {4 * n:,}, where the sampling part (SD "
+            f"{np.sqrt(sampling):.3g} at n = {n:,}, from the bootstrap) halves (80 % power, "
+            "5 % two-sided paired t)."
         )
     text = "Power (what a cluster run would need):\n\n" + "\n".join(lines)
     return text, "% " + text.replace("\n", "\n% ")

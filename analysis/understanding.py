@@ -88,7 +88,7 @@ if not gain.empty:
 sns.set_theme(style="whitegrid", context="paper")
 fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(tasks) + 1.5), 3.2))
 common = {"data": test, "x": "task", "y": "value", "hue": "init", "order": tasks, "ax": ax}
-sns.stripplot(**common, hue_order=inits, dodge=True, alpha=0.5, size=3, legend=False)
+sns.stripplot(**common, hue_order=inits, dodge=True, jitter=False, alpha=0.5, size=3, legend=False)
 sns.pointplot(
     **common, hue_order=inits, dodge=0.53, errorbar=t_interval, linestyle="none", capsize=0.1
 )

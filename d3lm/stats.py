@@ -97,6 +97,7 @@ def seeds_needed(
 def projected_sd(sd: float, sampling_var: float, n: int, n_new: int) -> float:
     """The seed-to-seed SD of paired differences at ``n_new`` samples per point, from its value
     ``sd`` at ``n``: the sampling part (``sampling_var`` at ``n``, from the within-seed
-    bootstrap) shrinks as 1/n, the training part stays."""
-    training = max(sd**2 - sampling_var, 0.0)
-    return math.sqrt(training + sampling_var * n / n_new)
+    bootstrap) shrinks as 1/n, the training part stays. The sampling part is capped at the
+    whole variance it is part of (two noisy estimates can disagree)."""
+    sampling = min(sampling_var, sd**2)
+    return math.sqrt(sd**2 - sampling + sampling * n / n_new)

@@ -88,3 +88,5 @@ def test_more_samples_shrink_only_the_sampling_part():
     assert stats.projected_sd(0.5, 0.09, 1000, 1000) == pytest.approx(0.5)
     assert stats.projected_sd(0.5, 0.09, 1000, 4000) == pytest.approx(math.sqrt(0.16 + 0.0225))
     assert stats.projected_sd(0.2, 0.09, 1000, 10**9) == pytest.approx(0.0, abs=1e-3)
+    # a sampling estimate above the whole spread counts as all of it, never more
+    assert stats.projected_sd(0.2, 0.09, 1000, 4000) == pytest.approx(0.1)
