@@ -33,3 +33,8 @@ def clear_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[st
     message = err.strip().splitlines()[-1]  # argparse prints its usage lines before it
     assert message.startswith("d3lm") and "error:" in message, err
     return message, err
+
+
+def write_fasta(path: Path, records: list[tuple[str, str]]) -> None:
+    """A FASTA file of (name, sequence) records, one line each."""
+    path.write_text("".join(f">{n}\n{s}\n" for n, s in records))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from badinput import clear_error, snapshot
+from badinput import clear_error, snapshot, write_fasta
 from conftest import markov_sequences
 
 from d3lm.cli import main
@@ -27,10 +27,6 @@ class World:
 
     def p(self, name: str) -> str:
         return str(self.root / name)
-
-
-def _fasta(path: Path, records: list[tuple[str, str]]) -> None:
-    path.write_text("".join(f">{n}\n{s}\n" for n, s in records))
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +46,19 @@ def world(tmp_path_factory: pytest.TempPathFactory, dna_table: Path, one_thread)
         root / "empty_cell.csv", index=False
     )
     pd.DataFrame({"name": ["a"], "seq": ["ACGT"]}).to_csv(root / "no_column.csv", index=False)
-    _fasta(root / "x.fa", [*good[:5], ("bad", "ACGTX" + "A" * 55), *good[5:]])
-    _fasta(root / "same_names.fa", [("r", s) for _, s in good])
-    _fasta(root / "all_n.fa", [*good, ("gap", "N" * 60)])
+    write_fasta(root / "x.fa", [*good[:5], ("bad", "ACGTX" + "A" * 55), *good[5:]])
+    write_fasta(root / "same_names.fa", [("r", s) for _, s in good])
+    write_fasta(root / "all_n.fa", [*good, ("gap", "N" * 60)])
     (root / "broken.yaml").write_text("trainer: {max_steps: [1, 2\n")
     (root / "list.yaml").write_text("- 1\n- 2\n")
     (root / "grid_bad_task.yaml").write_text("finetune: {tasks: {no_such_task: {}}}\n")
     (root / "a_file").write_text("not a folder\n")
-    _fasta(root / "samples.fa", good[:16])
-    _fasta(root / "samples_x.fa", [*good[:15], ("g15", "ACGTX" + "A" * 55)])
-    _fasta(root / "samples_digits.fa", [*good[:15], ("g15", "ACGT1" + "A" * 55)])
-    _fasta(root / "samples_star.fa", [*good[:15], ("g15", "ACGT*" + "A" * 55)])
-    _fasta(root / "samples_short.fa", [(n, s[:50]) for n, s in good[:16]])
-    _fasta(root / "samples_mixed.fa", [*good[:15], ("g15", "ACGT" * 10)])
+    write_fasta(root / "samples.fa", good[:16])
+    write_fasta(root / "samples_x.fa", [*good[:15], ("g15", "ACGTX" + "A" * 55)])
+    write_fasta(root / "samples_digits.fa", [*good[:15], ("g15", "ACGT1" + "A" * 55)])
+    write_fasta(root / "samples_star.fa", [*good[:15], ("g15", "ACGT*" + "A" * 55)])
+    write_fasta(root / "samples_short.fa", [(n, s[:50]) for n, s in good[:16]])
+    write_fasta(root / "samples_mixed.fa", [*good[:15], ("g15", "ACGT" * 10)])
     argv = [
         "train",
         "--scale",
@@ -75,7 +71,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, dna_table: Path, one_thread)
     ]
     assert main(argv) == 0
     run = root / "runs" / "e" / "r"
-    _fasta(root / "few.fa", good[:3])
+    write_fasta(root / "few.fa", good[:3])
     ckpt = (run / "checkpoints" / "last.ckpt").read_bytes()
     for name, data in (
         ("truncated", ckpt[: len(ckpt) // 2]),

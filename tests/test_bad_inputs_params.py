@@ -19,7 +19,7 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 import pytest
-from badinput import clear_error, snapshot
+from badinput import clear_error, snapshot, write_fasta
 from conftest import markov_sequences
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 
@@ -63,16 +63,12 @@ class World:
         return str(self.root / name)
 
 
-def _fasta(path: Path, records: list[tuple[str, str]]) -> None:
-    path.write_text("".join(f">{n}\n{s}\n" for n, s in records))
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, dna_table: Path, one_thread) -> World:
     root = tmp_path_factory.mktemp("bad_params")
     good = [(f"s{i}", s) for i, s in enumerate(markov_sequences(16, 60, seed=3))]
-    _fasta(root / "samples.fa", good)
-    _fasta(root / "samples_x.fa", [*good[:15], ("g15", "ACGTX" + "A" * 55)])
+    write_fasta(root / "samples.fa", good)
+    write_fasta(root / "samples_x.fa", [*good[:15], ("g15", "ACGTX" + "A" * 55)])
     labels = labelled(root / "labels.csv", 120, None)
     argv = [
         "train",
