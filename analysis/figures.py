@@ -13,7 +13,15 @@ matplotlib.use("Agg")  # headless: `make figures` runs the notebooks as plain sc
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from tables import GENERATED, REFERENCE_SETS, TITLES, row_labels, settings, t_interval
+from tables import (
+    DISPLAY_SCALE,
+    GENERATED,
+    REFERENCE_SETS,
+    TITLES,
+    row_labels,
+    settings,
+    t_interval,
+)
 
 from d3lm.io import atomic_path
 
@@ -31,6 +39,7 @@ def metric_figure(
     with its 95 % t interval over seeds (the tables' interval), with horizontal lines at the
     reference sets' means."""
     data = rows[rows["metric"] == metric].assign(point=row_labels(rows, axes))
+    data = data.assign(value=data["value"] * DISPLAY_SCALE.get(metric, 1.0))  # the tables' units
     generated = data[data["set"] == GENERATED]
     if generated.empty:
         raise ValueError(f"no generated rows of metric {metric!r}")
@@ -55,7 +64,12 @@ def metric_figure(
             )
     values = generated["value"][generated["value"] > 0]
     if len(values) and values.max() > 20 * values.min():
-        ax.set_yscale("log")  # one collapsed point (a planning sampler) would flatten the rest
+        # one collapsed point (a planning sampler) would flatten the rest; KID can be <= 0
+        # (real DNA against real DNA), which only a symmetric log axis shows
+        if (data["value"] > 0).all():
+            ax.set_yscale("log")
+        else:
+            ax.set_yscale("symlog", linthresh=float(values.min()))
     ax.set_xlabel(", ".join(axes))
     ax.set_ylabel(TITLES.get(metric, metric))
     if ax.get_legend_handles_labels()[0]:
