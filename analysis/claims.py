@@ -111,17 +111,19 @@ CLAIMS = [
 ]
 
 
+def claim_verdict(words: set[str], expected: str) -> str:
+    """reproduced when every paired verdict is ``expected``, contradicted when one is the
+    opposite, else (or with none) undecided."""
+    opposite = stats.BETTER if expected == stats.WORSE else stats.WORSE
+    if opposite in words:
+        return "contradicted"
+    return "reproduced" if words == {expected} else "undecided"
+
+
 def decide(table: pd.DataFrame, worse: Sequence[str], metric: str) -> tuple[str, pd.DataFrame]:
-    """reproduced / contradicted / undecided from the paired rows of the points ``worse``."""
+    """The claim's verdict from the paired rows of the points it says are ``worse``."""
     mine = table[(table["metric"] == metric) & table["row"].isin(worse)]
-    words = set(mine["verdict"])
-    if mine.empty:
-        return "undecided", mine
-    if stats.BETTER in words:
-        return "contradicted", mine
-    if words == {stats.WORSE}:
-        return "reproduced", mine
-    return "undecided", mine
+    return claim_verdict(set(mine["verdict"]), stats.WORSE), mine
 
 
 def interval_text(mean: float, low: float, high: float, scale: float) -> str:
@@ -215,14 +217,7 @@ def understanding_row() -> dict[str, str]:
             open_tasks[task] = (abs(diff.mean), float(np.std(per_seed, ddof=1)))
         shown = interval_text(diff.mean, diff.low, diff.high, 1.0)
         cells.append(f"{task}: {shown} ({word}, {diff.seeds} seeds)")
-    if not words:
-        verdict = "undecided"
-    elif stats.WORSE in words:
-        verdict = "contradicted"
-    elif words == {stats.BETTER}:
-        verdict = "reproduced"
-    else:
-        verdict = "undecided"
+    verdict = claim_verdict(words, stats.BETTER)
     decide_text = "–"
     if verdict == "undecided" and open_tasks:
         # the paper's headline task when it is still open, else the first open one
