@@ -34,7 +34,10 @@ GRID = {
     "train": {
         "tokenizer": {
             "key": "tokenizer.name",
-            "values": ["nt6mer", {"label": "kmer3", "set": {"tokenizer.name": "kmer", "tokenizer.params.k": 3}}],
+            "values": [
+                "nt6mer",
+                {"label": "kmer3", "set": {"tokenizer.name": "kmer", "tokenizer.params.k": 3}},
+            ],
         }
     },
     "sample": {"sampler": {"key": "sample.sampler.name", "values": ["random", "confidence"]}},
@@ -64,11 +67,7 @@ def places(tmp_path: Path, dna_table: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def stable(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows without what legitimately changes between runs: revisions, paths and timings."""
-    keep = [
-        c
-        for c in frame.columns
-        if c not in VOLATILE and not any(s in c for s in SECONDS)
-    ]
+    keep = [c for c in frame.columns if c not in VOLATILE and not any(s in c for s in SECONDS)]
     frame = frame[keep]
     if "metric" in frame.columns:
         frame = frame[~frame["metric"].astype(str).str.contains("|".join(SECONDS), regex=True)]
@@ -99,7 +98,7 @@ def test_micro_grid_finetune_and_sweep_rows_are_unchanged(
     assert main(["ablation", str(grid), "--scale", "micro", *places, *quick]) == 0
     check("ablation", pd.read_csv(tmp_path / "results" / "golden-micro.csv"))
 
-    checkpoint = tmp_path / "runs" / "golden-micro" / "tokenizer-nt6mer-s0" / "checkpoints" / "last.ckpt"
+    checkpoint = tmp_path / "runs" / "golden-micro" / "tokenizer-nt6mer-s0"  # a run folder
     tune = [
         f"task={dna_table}",
         f"checkpoint={checkpoint}",
