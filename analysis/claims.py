@@ -44,7 +44,7 @@ from tables import (
 )
 
 from d3lm import stats
-from d3lm.ablation import load_grid
+from d3lm.experiments.ablation import load_grid
 from d3lm.io import splice, write_text
 
 _, REPORTS, SCALE = settings()

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from d3lm import stats
-from d3lm.ablation import load_grid
+from d3lm.experiments.ablation import load_grid
 from d3lm.io import write_text
 
 #: Reference rows, in table order, with the names the tables print.

@@ -82,8 +82,8 @@ def matmul_share(run: Path, n: int, bp: int) -> float:
     from torch.profiler import profile
 
     from d3lm.registry import SAMPLERS
-    from d3lm.runner import load_model
     from d3lm.sampling import NetworkDenoiser
+    from d3lm.stages.checkpoints import load_model
 
     torch.set_num_threads(1)
     model = load_model(run)

@@ -29,11 +29,10 @@ import pandas as pd
 import torch
 from machine import describe, matmul_peak, splice, sync
 
-from d3lm.config import load_config
+from d3lm.config import load_config, plain
 from d3lm.lit.diffusion_lm import DiffusionLM
 from d3lm.model import PRESETS, BackboneConfig
 from d3lm.registry import TOKENIZERS
-from d3lm.runner import _plain
 from d3lm.tokenizers import kmer  # noqa: F401  (registers nt6mer)
 
 #: (preset, bp, sequences per batch): the issue's cases; 2,048 bp is the paper's promoter length.
@@ -59,8 +58,8 @@ def suite_step(
     lm = DiffusionLM(
         tokenizer={"name": "nt6mer", "params": {}},
         model=spec,
-        diffusion=_plain(cfg.diffusion),
-        optim=_plain(cfg.optim),
+        diffusion=plain(cfg.diffusion),
+        optim=plain(cfg.optim),
         max_steps=1000,
     ).to(device)
     lm.trainer = L.Trainer(

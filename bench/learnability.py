@@ -29,11 +29,12 @@ import torch
 from unigram_bound import context_free_bpn, plugin_bpn
 
 import d3lm.data  # noqa: F401  (registers the synthetic sets)
-from d3lm import runner
 from d3lm.config import load_config
 from d3lm.data.tables import load_table
 from d3lm.io import write_with
 from d3lm.registry import DATASETS, TOKENIZERS
+from d3lm.rundir import RunDir
+from d3lm.stages.train import train
 from d3lm.tokenizers import Tokenizer
 
 #: Model variants: ``model.params`` embedding options, each set explicitly so that a scale's own
@@ -74,11 +75,11 @@ def run_cell(args: argparse.Namespace, task: str, tok: str, variant: str) -> pd.
         *args.override,
     ]
     cfg = load_config(args.scale, [], overrides)
-    run_dir = runner.new_run_dir(cfg)
-    if (run_dir / "checkpoints" / "last.ckpt").exists():
-        cfg.resume = str(run_dir)  # an interrupted cell continues
-    runner.train(cfg)
-    log = runner.read_log(run_dir)
+    run = RunDir.of(cfg)
+    if run.last.exists():
+        cfg.resume = str(run)  # an interrupted cell continues
+    train(cfg)
+    log = run.log()
     cpu = log[["step", "time/cpu_s"]].dropna().set_index("step")["time/cpu_s"]
     # a resumed cell may validate the same step twice: keep the last
     val = log[["step", "val/bpn"]].dropna().drop_duplicates("step", keep="last")

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from d3lm.errors import D3lmError, NotFound
+from d3lm.rundir import RunDir
 
 EXPERIMENTS_DIR = Path(
     os.environ.get("D3LM_EXPERIMENTS", Path(__file__).parents[1] / "experiments")
@@ -38,6 +39,10 @@ def _open_params(node: DictConfig) -> None:
                 OmegaConf.set_struct(child, False)
             else:
                 _open_params(child)
+
+
+#: Every key of a fine-tuning run, with its default.
+FINETUNE_YAML = EXPERIMENTS_DIR / "finetune.yaml"
 
 
 def scale_path(scale: str) -> Path:
@@ -139,7 +144,7 @@ def load_run_config(
 ) -> DictConfig:
     """The saved config of a run, with ``key=value`` overrides (e.g. a longer max_steps);
     ``overrides_source`` names the overrides in errors (see :func:`load_config`)."""
-    path = Path(run_dir) / "config.yaml"
+    path = RunDir(run_dir).config
     if not path.exists():
         raise NotFound(f"{run_dir}: not a run folder (no config.yaml)")
     return load_config(files=[path], overrides=overrides, overrides_source=overrides_source)
@@ -161,3 +166,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def dotlist(overrides: Mapping[str, Any]) -> list[str]:
     """{"a.b": [1, 2]} -> ["a.b=[1, 2]"]: values as JSON, so OmegaConf reads back their type."""
     return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain containers (resolved); anything else as it is."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node

@@ -24,6 +24,7 @@ BUILTIN = (
     "d3lm.tasks",
     "d3lm.metrics",
     "d3lm.baselines",
+    "d3lm.lit.loggers",
 )
 
 

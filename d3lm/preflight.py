@@ -15,23 +15,23 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from d3lm import runner
 from d3lm.config import dotlist
 from d3lm.errors import D3lmError
 from d3lm.plugins import check_config
+from d3lm.stages.ranges import RANGES, SAMPLE_RANGES, check_ranges
 
 #: ``compose(overrides, source)``: the config the overrides give, errors naming ``source``.
 Compose = Callable[[list[str], str], DictConfig]
 Ranges = dict[str, tuple[Callable[[float], bool], str]]
 #: What ``train`` and ``sample`` refuse.
-ALL_RANGES: Ranges = {**runner.RANGES, **runner.SAMPLE_RANGES}
+ALL_RANGES: Ranges = {**RANGES, **SAMPLE_RANGES}
 
 
 def check_run_config(cfg: DictConfig, symbols: Collection[str] = ()) -> None:
     """Value ranges and every plugin built (:func:`d3lm.plugins.check_config`). A sampler
     parameter given as one of ``symbols`` (``per_token``: known only once the run's tokenizer
     is) is checked as a step count of 1."""
-    runner.check_ranges(cfg, ALL_RANGES)
+    check_ranges(cfg, ALL_RANGES)
     params = cfg.sample.sampler.params
     symbolic = [k for k, v in params.items() if isinstance(v, str) and v in symbols]
     if symbolic:
@@ -48,7 +48,7 @@ def check_layers(compose: Compose, layers: Iterable[tuple[str, Sequence[str]]]) 
         cfg = compose(list(overrides), source)
         keys = [o.split("=", 1)[0] for o in overrides]
         try:
-            runner.check_ranges(cfg, _ranges_of(keys))
+            check_ranges(cfg, _ranges_of(keys))
         except D3lmError as err:
             raise D3lmError(f"{source}: {err}") from None
 

@@ -11,13 +11,22 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from d3lm import ablation, runner
-from d3lm.ablation import Plan, check_plugins, load_grid, run_grid
 from d3lm.config import load_config
 from d3lm.errors import D3lmError
+from d3lm.experiments.ablation import GRIDS_DIR, Plan, check_plugins, load_grid, run_grid
+from d3lm.experiments.grid import Shard
+from d3lm.experiments.reuse import check_same_sampling
 from d3lm.registry import SAMPLERS, SCHEDULES, TOKENIZERS
+from d3lm.rundir import RunDir, SamplePoint
+from d3lm.stages import sample as sample_stage
+from d3lm.stages import score as score_stage
+from d3lm.stages import train as train_stage
+from d3lm.stages.results import replace_rows
+from d3lm.stages.sample import resolve_symbols
+from d3lm.stages.score import Scorer, read_samples
+from d3lm.stages.train import train_point
 
-GRIDS = sorted(ablation.GRIDS_DIR.glob("*.yaml"))
+GRIDS = sorted(GRIDS_DIR.glob("*.yaml"))
 
 
 def write_grid(tmp_path: Path, grid: dict, name: str = "g") -> Path:
@@ -146,7 +155,7 @@ def test_per_token_resolves_from_the_layout(tokenizer, params, bp, tokens) -> No
             *[f"tokenizer.params.{k}={v}" for k, v in params.items()],
         ]
     )
-    assert ablation.resolve_symbols(cfg, TOKENIZERS.build(tokenizer, params)) == tokens
+    assert resolve_symbols(cfg, TOKENIZERS.build(tokenizer, params)) == tokens
     assert cfg.sample.sampler.params.steps == tokens
     # the honest count: positions with more than one legal token (not <cls>)
     layout = TOKENIZERS.build(tokenizer, params).layout(bp)
@@ -160,15 +169,15 @@ def test_sei_weights_add_sfid_to_every_point() -> None:
     assert cfg.evaluate.params.sei.weights == "w/sei.pth"
     assert cfg.diffusion.objective.name == "autoregressive"
     assert not cfg.diffusion.objective.params  # base.yaml leaves objective params to the plugin
-    options = ablation.Scorer().options(cfg)
+    options = Scorer().options(cfg)
     assert options.features["sei"] == {"weights": "w/sei.pth"} and options.seed == 1
 
 
 def test_replace_rows_replaces_a_point(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     row = {"point": "a", "metric": "m", "value": 1.0}
-    ablation.replace_rows(path, pd.DataFrame([row, {**row, "point": "b"}]))
-    ablation.replace_rows(path, pd.DataFrame([{**row, "value": 2.0}]))
+    replace_rows(path, pd.DataFrame([row, {**row, "point": "b"}]))
+    replace_rows(path, pd.DataFrame([{**row, "value": 2.0}]))
     out = pd.read_csv(path).sort_values("point")
     assert out["point"].tolist() == ["a", "b"] and out["value"].tolist() == [2.0, 1.0]
 
@@ -177,7 +186,7 @@ def _write_points(path: Path, prefix: str, count: int, start) -> None:
     start.wait()
     for i in range(count):
         row = {"point": f"{prefix}{i}", "metric": "m", "value": float(i)}
-        ablation.replace_rows(path, pd.DataFrame([row]))
+        replace_rows(path, pd.DataFrame([row]))
 
 
 def test_concurrent_shards_lose_no_rows(tmp_path: Path) -> None:
@@ -201,17 +210,17 @@ def test_shards_partition_the_training_points(tmp_path: Path) -> None:
         write_grid(tmp_path, {"experiment": "x", "seeds": 2, "train": {"lr": [1, 2, 3]}})
     )
     points = grid.train_points()
-    shards = [ablation.Shard.parse(f"{i}/4") for i in range(4)]
+    shards = [Shard.parse(f"{i}/4") for i in range(4)]
     picked = [pos for s in shards for pos, _ in s.select(points)]
     assert sorted(picked) == list(range(len(points)))  # every point once, none twice
     assert [pos for pos, _ in shards[1].select(points)] == [1, 5]
-    assert ablation.Shard().select(points) == list(enumerate(points))
+    assert Shard().select(points) == list(enumerate(points))
 
 
 @pytest.mark.parametrize("text", ["2/2", "1", "a/b", "0/0", "-1/3"])
 def test_bad_shard_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="--shard"):
-        ablation.Shard.parse(text)
+        Shard.parse(text)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -248,8 +257,8 @@ def test_micro_grid_end_to_end_skips_and_restarts(
     (run_dir / "logs" / "version_0").mkdir(parents=True)
     # train 10 of 30 steps first: the grid run must resume it, not start again
     short = Plan(micro_plan.grid, "micro", [*micro_plan.overrides, "trainer.max_steps=10"])
-    ablation.train_point(short.config(*short.grid.train_points()[0]), run_dir)
-    assert ablation.trained_steps(run_dir) == 10
+    train_point(short.config(*short.grid.train_points()[0]), RunDir(run_dir))
+    assert RunDir(run_dir).trained_steps() == 10
     lines: list[str] = []
     run_grid(micro_plan, dry_run=True, echo=lines.append)
     assert lines == [
@@ -258,7 +267,7 @@ def test_micro_grid_end_to_end_skips_and_restarts(
         "    steps-per_token: missing",
     ]
     results = run_grid(micro_plan, echo=lines.append)
-    assert ablation.trained_steps(run_dir) == 30
+    assert RunDir(run_dir).trained_steps() == 30
     assert sorted(p.name for p in (run_dir / "logs").iterdir()) == ["version_0", "version_1"]
     assert results == tmp_path / "results" / "e2e-micro.csv"
     rows = pd.read_csv(results, dtype={"steps": str})
@@ -283,7 +292,7 @@ def test_micro_grid_end_to_end_skips_and_restarts(
     assert {"fd_kmer", "gc_ratio_gc_at", "fraction_unique", "nearest_mean"} <= set(rows["metric"])
     assert {"kid_kmer", "kid_kmer_std"} <= set(rows["metric"])  # KID beside every FD
     bpn = generated.loc[generated["metric"] == "val_bpn", "value"]
-    assert len(bpn) == 2 and bpn.iloc[0] == runner.read_log(run_dir)["val/bpn"].dropna().iloc[-1]
+    assert len(bpn) == 2 and bpn.iloc[0] == RunDir(run_dir).log()["val/bpn"].dropna().iloc[-1]
     assert set(rows["set"]) == {"generated", "real", "uniform", "shuffle", "markov"}
     assert not rows.duplicated(["point", "set", "metric"]).any()
     assert rows[rows["set"] != "generated"]["steps"].isna().all()
@@ -297,7 +306,7 @@ def test_micro_grid_end_to_end_skips_and_restarts(
     assert m3["markov"] == mt["markov"] and m3["real"] == mt["real"]
     # samples have the requested length; per_token (10 steps) differs from 3 steps
     fasta = {
-        p: runner.read_samples(run_dir / "samples" / p / "samples.fasta")
+        p: read_samples(run_dir / "samples" / p / "samples.fasta")
         for p in ("steps-3", "steps-per_token")
     }
     assert all(len(s) == 60 for seqs in fasta.values() for s in seqs)
@@ -307,9 +316,9 @@ def test_micro_grid_end_to_end_skips_and_restarts(
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished point was redone")
 
-    monkeypatch.setattr(runner, "train", forbidden)
-    monkeypatch.setattr(runner, "sample", forbidden)
-    monkeypatch.setattr(ablation, "evaluate_samples", forbidden)
+    monkeypatch.setattr(train_stage, "train", forbidden)
+    monkeypatch.setattr(sample_stage, "sample", forbidden)
+    monkeypatch.setattr(score_stage, "evaluate_samples", forbidden)
     run_grid(micro_plan, echo=lines.append)
     again = pd.read_csv(results, dtype={"steps": str})
     pd.testing.assert_frame_equal(
@@ -319,8 +328,8 @@ def test_micro_grid_end_to_end_skips_and_restarts(
 
     # a half-finished point (samples written, evaluation lost) is scored again, not resampled
     monkeypatch.undo()
-    monkeypatch.setattr(runner, "train", forbidden)
-    monkeypatch.setattr(runner, "sample", forbidden)
+    monkeypatch.setattr(train_stage, "train", forbidden)
+    monkeypatch.setattr(sample_stage, "sample", forbidden)
     (run_dir / "samples" / "steps-3" / "metrics.json").unlink()
     (run_dir / "samples" / "steps-3" / ".metrics.json.x.tmp").write_text("{half")
     run_grid(micro_plan, echo=lines.append)
@@ -330,9 +339,9 @@ def test_micro_grid_end_to_end_skips_and_restarts(
     # --rescore (after a metric or oracle change) scores every sampled point again, the same
     # way, and trains and samples nothing
     scored = []
-    evaluate = ablation.evaluate_samples
+    evaluate = score_stage.evaluate_samples
     monkeypatch.setattr(
-        ablation, "evaluate_samples", lambda *a, **k: scored.append(a) or evaluate(*a, **k)
+        score_stage, "evaluate_samples", lambda *a, **k: scored.append(a) or evaluate(*a, **k)
     )
     run_grid(micro_plan, echo=lines.append, rescore=True)
     assert len(scored) == 2
@@ -351,9 +360,10 @@ def test_sample_points_are_reused_across_worker_counts_but_not_other_settings(tm
     """Worker processes never change the sequences (counter-based draws), so a point sampled
     with another ``sample.workers`` is reused; any setting that changes them is refused."""
     cfg = load_config("micro")
+    point = SamplePoint(tmp_path)
     saved = OmegaConf.merge(cfg.sample, {"workers": 1, "progress": False})
-    OmegaConf.save(saved, tmp_path / "sample.yaml")
-    ablation.check_same_sampling(cfg, tmp_path)
+    OmegaConf.save(saved, point.settings)
+    check_same_sampling(cfg, point)
     cfg.sample.seed = 1
     with pytest.raises(D3lmError, match="other settings"):
-        ablation.check_same_sampling(cfg, tmp_path)
+        check_same_sampling(cfg, point)

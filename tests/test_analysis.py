@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from d3lm.ablation import load_grid
+from d3lm.experiments.ablation import load_grid
 
 ANALYSIS = Path(__file__).parents[1] / "analysis"
 NOTEBOOKS = ["tokenization", "schedule", "sampling", "steps", "temperature", "main"]

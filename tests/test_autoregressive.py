@@ -11,13 +11,16 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from d3lm import runner
-from d3lm.config import load_config
+from d3lm.config import load_config, plain
 from d3lm.data.fasta import read_fasta
 from d3lm.lit.diffusion_lm import DiffusionLM
 from d3lm.registry import SAMPLERS
+from d3lm.rundir import RunDir
 from d3lm.sampling import CausalDenoiser, NetworkDenoiser, network_denoiser
 from d3lm.sampling.oracle import TOY_CLS, TOY_MASK, TOY_NUCLEOTIDES, TOY_VOCAB, toy_layout
+from d3lm.stages.checkpoints import load_model
+from d3lm.stages.sample import sample
+from d3lm.stages.train import train
 
 AR = ["diffusion.objective.name=autoregressive"]
 
@@ -31,10 +34,10 @@ def micro_model(*overrides: str, seed: int = 0) -> DiffusionLM:
     cfg = load_config("micro", overrides=list(overrides))
     torch.manual_seed(seed)
     return DiffusionLM(
-        tokenizer=runner._plain(cfg.tokenizer),
-        model=runner._plain(cfg.model),
-        diffusion=runner._plain(cfg.diffusion),
-        optim=runner._plain(cfg.optim),
+        tokenizer=plain(cfg.tokenizer),
+        model=plain(cfg.model),
+        diffusion=plain(cfg.diffusion),
+        optim=plain(cfg.optim),
         max_steps=10,
         seed=seed,
     )
@@ -321,12 +324,12 @@ def test_runner_trains_ar_and_samples_exact_length_fasta(dna_table, tmp_path):
             "sample.bp=47",
         ],
     )
-    run_dir = runner.train(cfg)
-    log = runner.read_log(run_dir).dropna(subset=["val/bpn"])
+    run_dir = train(cfg)
+    log = RunDir(run_dir).log().dropna(subset=["val/bpn"])
     assert len(log) and log["val/bpn"].between(0.5, 3.0).all()
-    assert runner.load_model(run_dir).objective.causal
+    assert load_model(run_dir).objective.causal
     trace = tmp_path / "trace.pt"
-    out = runner.sample(cfg, run_dir, trace=trace)
+    out = sample(cfg, run_dir, trace=trace)
     records = list(read_fasta(out))
     assert len(records) == 5 and all(len(seq) == 47 for _, seq in records)
     assert set("".join(seq for _, seq in records)) <= set("ACGT")

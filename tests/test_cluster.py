@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from d3lm.config import load_config
-from d3lm.runner import check_ranges
+from d3lm.stages.ranges import check_ranges
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "cluster" / "train.sbatch"

@@ -11,12 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from d3lm import runner
 from d3lm.config import load_config
 from d3lm.data.datamodule import GlobalBatchSampler, ValidationBatches
 from d3lm.data.fasta import read_fasta
 from d3lm.errors import D3lmError
 from d3lm.lit.diffusion_lm import noise_seed
+from d3lm.rundir import RunDir
+from d3lm.stages.checkpoints import load_model
+from d3lm.stages.sample import sample
+from d3lm.stages.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,12 +98,12 @@ def test_a_ddp_run_that_cannot_split_is_refused_before_it_starts(
     two = ["trainer.devices=2", "trainer.strategy=ddp"]
     cfg = load_config("micro", overrides=micro(dna_table, tmp_path, *two, *overrides))
     with pytest.raises(D3lmError, match=message):
-        runner.train(cfg)
+        train(cfg)
     assert not (tmp_path / "ddp").exists()
 
 
 def curve(run_dir, metric: str) -> pd.Series:
-    log = runner.read_log(run_dir).dropna(subset=[metric])
+    log = RunDir(run_dir).log().dropna(subset=[metric])
     return log.set_index("step")[metric]
 
 
@@ -134,7 +137,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(dna_table, tmp_pa
         text=True,
     )
     one_cfg = load_config("micro", overrides=micro(dna_table, tmp_path, "run=one", *common))
-    one_dir = runner.train(one_cfg)  # meanwhile, in this process
+    one_dir = train(one_cfg)  # meanwhile, in this process
     _, err = two.communicate(timeout=600)
     assert two.returncode == 0, err[-3000:]
     two_dir = tmp_path / "ddp" / "two"
@@ -146,7 +149,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(dna_table, tmp_pa
     # Adam divides each gradient element by its own running scale, which magnifies the float
     # differences of elements whose gradient is near zero: 1e-4 against updates of up to
     # lr = 3e-3 per step.
-    a, b = (runner.load_model(d).state_dict() for d in (two_dir, one_dir))
+    a, b = (load_model(d).state_dict() for d in (two_dir, one_dir))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4)
     # process 0 alone wrote: one config, one log session
@@ -154,5 +157,5 @@ def test_two_processes_train_as_one_with_the_same_global_batch(dna_table, tmp_pa
     assert [p.name for p in (two_dir / "logs").iterdir()] == ["version_0"]
     # and the DDP-trained checkpoint samples like any other
     one_cfg.sample.bp, one_cfg.sample.sampler.name = 47, "left_to_right"
-    out = runner.sample(one_cfg, two_dir, out=tmp_path / "s.fa")
+    out = sample(one_cfg, two_dir, out=tmp_path / "s.fa")
     assert [len(s) for _, s in read_fasta(out)] == [47] * one_cfg.sample.n

@@ -12,28 +12,28 @@ import pytest
 import torch
 from conftest import micro_config
 
-from d3lm import runner
-from d3lm.config import load_config
+from d3lm.config import load_config, plain
 from d3lm.errors import D3lmError
 from d3lm.lit.diffusion_lm import DiffusionLM
 from d3lm.model import PRESETS, NTv2Encoder
 from d3lm.registry import takes_keyword
-from d3lm.runner import _plain
+from d3lm.rundir import RunDir
+from d3lm.stages.train import compile_blocks, train
 from d3lm.tokenizers import kmer  # noqa: F401  (registers nt6mer)
 
 
 def model(objective: str, **params: object) -> DiffusionLM:
     cfg = load_config("micro")
-    diffusion = _plain(cfg.diffusion)
+    diffusion = plain(cfg.diffusion)
     diffusion["objective"] = {"name": objective, "params": {}}
-    spec = _plain(cfg.model)
+    spec = plain(cfg.model)
     spec["params"] = {**spec.get("params", {}), **params}
     torch.manual_seed(0)
     return DiffusionLM(
-        tokenizer=_plain(cfg.tokenizer),
+        tokenizer=plain(cfg.tokenizer),
         model=spec,
         diffusion=diffusion,
-        optim=_plain(cfg.optim),
+        optim=plain(cfg.optim),
         max_steps=10,
     )
 
@@ -159,11 +159,11 @@ def test_adamw_runs_fused_except_under_mixed_precision():
 
 def test_compile_auto_is_on_for_gpus_only_and_bad_values_fail():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert runner.compile_blocks("auto", cpu) is False
-    assert runner.compile_blocks("auto", gpu) is True
-    assert runner.compile_blocks(True, cpu) is True
+    assert compile_blocks("auto", cpu) is False
+    assert compile_blocks("auto", gpu) is True
+    assert compile_blocks(True, cpu) is True
     with pytest.raises(D3lmError, match=r"trainer\.compile='yes'"):
-        runner.compile_blocks("yes", cpu)
+        compile_blocks("yes", cpu)
 
 
 @pytest.mark.slow
@@ -179,8 +179,8 @@ def test_compiled_blocks_train_to_the_eager_losses(dna_table, tmp_path):
             "trainer.max_steps=3",
             f"trainer.compile={str(compiled).lower()}",
         )
-        run_dir = runner.train(cfg)
-        log = runner.read_log(run_dir)
+        run_dir = train(cfg)
+        log = RunDir(run_dir).log()
         losses[compiled] = log["train/loss"].dropna().to_numpy()
     assert len(losses[True]) == 3
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)

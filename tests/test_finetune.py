@@ -18,13 +18,17 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from d3lm import runner
 from d3lm.cli import main
 from d3lm.config import load_config
 from d3lm.errors import D3lmError
-from d3lm.finetune import finetune, load_classifier, load_finetune_config, new_model, predict
 from d3lm.lit.classifier import SequenceClassifier
 from d3lm.model.hf_import import export_nt, import_nt, write_run
+from d3lm.rundir import RunDir
+from d3lm.stages.checkpoints import read_checkpoint
+from d3lm.stages.classifier import load_classifier, new_model
+from d3lm.stages.finetune import finetune, load_finetune_config
+from d3lm.stages.predict import predict
+from d3lm.stages.train import train
 from d3lm.tasks import load_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,7 +84,7 @@ def config(root: Path, task: Path, *overrides: str) -> DictConfig:
 
 
 def log(run: Path) -> pd.DataFrame:
-    return runner.read_log(run)
+    return RunDir(run).log()
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +109,7 @@ def diffusion_run(tmp_path_factory, dna_table) -> Path:
             "trainer.val_check_interval=2",
         ],
     )
-    return runner.train(cfg)
+    return train(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +117,13 @@ def nt_run(tmp_path_factory, diffusion_run) -> Path:
     """An ``import-nt`` run: the diffusion run exported as an NT v2 folder and imported back
     (weights, no optimiser state)."""
     root = tmp_path_factory.mktemp("nt")
-    saved = runner.read_checkpoint(diffusion_run / "checkpoints" / "last.ckpt")
+    saved = read_checkpoint(diffusion_run / "checkpoints" / "last.ckpt")
     folder = export_nt(saved, root / "hf")
     return write_run(import_nt(folder), root / "imported")
 
 
 def encoder_weights(path: Path) -> dict[str, torch.Tensor]:
-    state = runner.read_checkpoint(path, hparams=())["state_dict"]
+    state = read_checkpoint(path, hparams=())["state_dict"]
     return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
 
 
@@ -453,13 +457,11 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(
         finetune(cfg, callbacks=[Interrupt(15)])
     run = cfg.runs_dir + "/finetune/binary-random-seed0"
     assert not Path(run, "metrics.json").exists()
-    assert (
-        runner.read_checkpoint(Path(run, "checkpoints/last.ckpt"), hparams=())["global_step"] == 10
-    )
+    assert read_checkpoint(Path(run, "checkpoints/last.ckpt"), hparams=())["global_step"] == 10
     resumed = finetune(cfg)
     assert sorted(p.name for p in (resumed / "logs").iterdir()) == ["version_0", "version_1"]
-    a = runner.read_checkpoint(whole / "checkpoints/last.ckpt", hparams=())
-    b = runner.read_checkpoint(resumed / "checkpoints/last.ckpt", hparams=())
+    a = read_checkpoint(whole / "checkpoints/last.ckpt", hparams=())
+    b = read_checkpoint(resumed / "checkpoints/last.ckpt", hparams=())
     assert a["global_step"] == b["global_step"] == 30
     for name, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][name]), name

@@ -15,12 +15,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from d3lm import runner
 from d3lm.cli import main
 from d3lm.config import load_config
 from d3lm.data.fasta import read_fasta
 from d3lm.errors import D3lmError
 from d3lm.model.hf_import import export_nt, import_nt, write_run
+from d3lm.stages.checkpoints import load_model, read_checkpoint
+from d3lm.stages.train import build_model
 
 #: NT v2's vocabulary, spelled out from REFERENCES.md rather than taken from the tokenizer.
 VOCAB = [
@@ -208,7 +209,7 @@ def test_imported_logits_match_the_reference_forward(tmp_path: Path, fmt: str, e
     nt_dir = write_nt_dir(tmp_path / "nt", nt_config(layer_norm_eps=eps), weights, fmt)
     checkpoint = import_nt(nt_dir)
     run = write_run(checkpoint, tmp_path / "run")
-    model = runner.load_model(run)  # strict: a missing or unexpected tensor is an error here
+    model = load_model(run)  # strict: a missing or unexpected tensor is an error here
     assert set(checkpoint["state_dict"]) == set(model.state_dict())
     assert model.backbone_config.layer_norm_eps == eps
     assert checkpoint["global_step"] == 0
@@ -233,7 +234,7 @@ def test_import_then_export_is_bit_for_bit(
     nt_dir = write_nt_dir(tmp_path / "nt", config, weights, source)
     run = write_run(import_nt(nt_dir), tmp_path / "run")
     last = run / "checkpoints" / "last.ckpt"
-    out = export_nt(runner.read_checkpoint(last), tmp_path / "out", fmt, source=last)
+    out = export_nt(read_checkpoint(last), tmp_path / "out", fmt, source=last)
     back, back_config, back_vocab = read_nt_dir(out)
     assert set(back) == set(weights)  # the unused position table included
     for name, tensor in weights.items():
@@ -251,7 +252,7 @@ def test_tied_and_nucleotide_embeddings_export_to_the_same_logits(tmp_path: Path
         overrides=["model.params.tie_embeddings=true", "model.params.nucleotide_embeddings=true"],
     )
     torch.manual_seed(0)
-    model = runner.build_model(cfg).eval()
+    model = build_model(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -261,7 +262,7 @@ def test_tied_and_nucleotide_embeddings_export_to_the_same_logits(tmp_path: Path
     assert config["tie_word_embeddings"] is False
     assert config["max_position_embeddings"] == model.backbone_config.max_len + PAD + 1
     assert not any("position_embeddings" in name for name in weights)
-    imported = runner.load_model(write_run(import_nt(out), tmp_path / "run"))
+    imported = load_model(write_run(import_nt(out), tmp_path / "run"))
     ids, real = token_batch()
     with torch.no_grad():
         torch.testing.assert_close(

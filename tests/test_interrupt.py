@@ -28,9 +28,12 @@ import yaml
 from conftest import micro_config
 from optuna.trial import TrialState
 
-from d3lm import interrupt, runlock, runner
+from d3lm import interrupt, runlock
 from d3lm.interrupt import Interrupted
+from d3lm.rundir import RunDir
 from d3lm.runlock import RunBusy
+from d3lm.stages.checkpoints import read_checkpoint
+from d3lm.stages.train import train
 
 ROOT = Path(__file__).parents[1]
 #: Training steps of every run here; checkpoints every EVERY steps, validation every 10.
@@ -101,7 +104,7 @@ def finish(argv: list[str], log: Path, env: dict[str, str] | None = None) -> str
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return runner.read_checkpoint(run_dir / "checkpoints" / "last.ckpt", hparams=())["state_dict"]
+    return read_checkpoint(run_dir / "checkpoints" / "last.ckpt", hparams=())["state_dict"]
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
@@ -112,7 +115,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 
 def step_of(run_dir: Path) -> int:
-    return runner.read_checkpoint(run_dir / "checkpoints" / "last.ckpt", hparams=())["global_step"]
+    return read_checkpoint(run_dir / "checkpoints" / "last.ckpt", hparams=())["global_step"]
 
 
 def train_args(table: Path, root: Path, *extra: str) -> list[str]:
@@ -133,7 +136,7 @@ def train_args(table: Path, root: Path, *extra: str) -> list[str]:
 def whole(dna_table: Path, tmp_path_factory: pytest.TempPathFactory, one_thread) -> Path:
     """The uninterrupted micro run every interrupted training here must end equal to."""
     root = tmp_path_factory.mktemp("whole")
-    return runner.train(micro_config(dna_table, root, "experiment=e", "run=whole", *PINNED))
+    return train(micro_config(dna_table, root, "experiment=e", "run=whole", *PINNED))
 
 
 # ---------------------------------------------------------------------- the signal machinery
@@ -251,7 +254,7 @@ class SignalAt(L.Callback):
 
 
 def log_columns(run_dir: Path) -> dict[str, pd.DataFrame]:
-    log = runner.read_log(run_dir)
+    log = RunDir(run_dir).log()
     return {
         c: log.dropna(subset=[c])[["step", c]].reset_index(drop=True)
         for c in ("train/loss", "val/bpn")
@@ -272,13 +275,13 @@ def test_a_signal_stops_training_after_its_step_and_the_run_resumes_exactly(
     cfg = micro_config(dna_table, tmp_path, "experiment=e", "run=cut", *PINNED)
     run_dir = tmp_path / "e" / "cut"
     with pytest.raises(Interrupted) as stop:
-        runner.train(cfg, callbacks=[SignalAt(signum, step)])
+        train(cfg, callbacks=[SignalAt(signum, step)])
     last = run_dir / "checkpoints" / "last.ckpt"
     assert stop.value.code == CODE[signum]
     assert stop.value.where == f"{run_dir} stopped at step {step + 1}, saved in {last}"
     assert step_of(run_dir) == step + 1 and interrupt.pending() == 0
     assert not runlock.lock_file(run_dir).exists()
-    runner.train(micro_config(dna_table, tmp_path, "experiment=e", "run=cut", *PINNED))
+    train(micro_config(dna_table, tmp_path, "experiment=e", "run=cut", *PINNED))
     assert_same_weights(whole, run_dir)
     for column, rows in log_columns(whole).items():
         assert log_columns(run_dir)[column].equals(rows), column
@@ -290,7 +293,7 @@ def test_a_signal_before_the_first_step_leaves_no_folder(
 ) -> None:
     cfg = micro_config(dna_table, tmp_path, "experiment=e", "run=early", *PINNED)
     with pytest.raises(Interrupted) as stop:
-        runner.train(cfg, callbacks=[SignalAt(signal.SIGTERM, 0)])
+        train(cfg, callbacks=[SignalAt(signal.SIGTERM, 0)])
     assert stop.value.where == f"{tmp_path / 'e' / 'early'} stopped before its first checkpoint"
     assert stop.value.run_dir is None
     assert not (tmp_path / "e").exists()
@@ -406,7 +409,7 @@ def test_two_trainings_into_one_folder_one_is_refused_the_other_completes(
     assert message[-1].startswith(f"d3lm: error: {run_dir}: in use by pid {winner.pid} on ")
     assert "Traceback" not in "\n".join(message)
     assert [p.name for p in (run_dir / "logs").iterdir()] == ["version_0"]
-    log = runner.read_log(run_dir).dropna(subset=["train/loss"])
+    log = RunDir(run_dir).log().dropna(subset=["train/loss"])
     assert log["step"].tolist() == list(range(steps))  # one session, nothing interleaved
     assert not runlock.lock_file(run_dir).exists()
 

@@ -4,9 +4,10 @@ embedding options within a few dozen steps (bench/learnability.py has the full t
 
 import pytest
 
-from d3lm import runner
 from d3lm.config import load_config
 from d3lm.data.synthetic import CopySet
+from d3lm.rundir import RunDir
+from d3lm.stages.train import train
 
 
 @pytest.mark.slow
@@ -30,7 +31,7 @@ def test_copy_task_is_learned_quickly(tmp_path, one_thread):
             "model.params.nucleotide_embeddings=true",
         ],
     )
-    bpn = runner.read_log(runner.train(cfg))["val/bpn"].dropna().iloc[-1]
+    bpn = RunDir(train(cfg)).log()["val/bpn"].dropna().iloc[-1]
     # attainable 1.0; any model that does not copy is at >= 2 - (composition of 6-mers) ~ 2.0
     assert copy.bits_per_nt() == 1.0
     assert bpn < 1.5, f"copy task not learned: {bpn:.3f} bits/nt after 60 steps"

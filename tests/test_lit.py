@@ -3,19 +3,18 @@ import math
 import pytest
 import torch
 
-from d3lm.config import load_config
+from d3lm.config import load_config, plain
 from d3lm.lit.diffusion_lm import DiffusionLM, warmup_cosine
-from d3lm.runner import _plain
 
 
 @pytest.fixture()
 def micro_model() -> DiffusionLM:
     cfg = load_config("micro")
     return DiffusionLM(
-        tokenizer=_plain(cfg.tokenizer),
-        model=_plain(cfg.model),
-        diffusion=_plain(cfg.diffusion),
-        optim=_plain(cfg.optim),
+        tokenizer=plain(cfg.tokenizer),
+        model=plain(cfg.model),
+        diffusion=plain(cfg.diffusion),
+        optim=plain(cfg.optim),
         max_steps=10,
     )
 

@@ -13,13 +13,15 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from d3lm import runner
 from d3lm.cli import main
 from d3lm.config import load_config
 from d3lm.diffusion import Linear
 from d3lm.diffusion.objectives import MaskedLanguageModel
 from d3lm.errors import PluginParamError
 from d3lm.registry import OBJECTIVES
+from d3lm.rundir import RunDir
+from d3lm.stages.checkpoints import read_checkpoint
+from d3lm.stages.train import build_model
 
 MASK, CLS, PAD, N_SPECIAL = 2, 3, 1, 6
 
@@ -147,7 +149,7 @@ def test_parameters_are_checked() -> None:
 
 def test_the_module_binds_real_tokens_and_validates_with_the_diffusion_bound() -> None:
     cfg = load_config("micro", overrides=["diffusion.objective.name=mlm"])
-    model = runner.build_model(cfg)
+    model = build_model(cfg)
     tok = model.tokenizer
     assert torch.equal(model.objective.real_ids, torch.arange(N_SPECIAL, tok.vocab_size))
     for module in (model.head.decoder, model.head.dense):
@@ -173,11 +175,11 @@ def test_train_mlm_end_to_end_at_micro(dna_table, tmp_path) -> None:
         "trainer.checkpoint_every_n_steps=6",
     ]
     assert main(["train", "--scale", "micro", *overrides]) == 0
-    log = runner.read_log(tmp_path / "mlm" / "r0")
+    log = RunDir(tmp_path / "mlm" / "r0").log()
     assert "train/bpn" not in log.columns  # no likelihood bound is claimed for MLM's loss
     val = log.dropna(subset=["val/bpn"])
     assert len(val) == 2 and val["val/loss"].notna().all()
     assert (val["val/bpn"] > 1.0).all() and (val["val/bpn"] < 3.0).all()
     assert log["train/loss"].dropna().map(math.isfinite).all()
-    saved = runner.read_checkpoint(tmp_path / "mlm" / "r0" / "checkpoints" / "last.ckpt")
+    saved = read_checkpoint(tmp_path / "mlm" / "r0" / "checkpoints" / "last.ckpt")
     assert saved["hyper_parameters"]["diffusion"]["objective"]["name"] == "mlm"

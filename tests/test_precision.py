@@ -10,10 +10,11 @@ import pytest
 import torch
 import yaml
 
-from d3lm import precision, runner
+from d3lm import precision
 from d3lm.cli import main
 from d3lm.config import load_config
 from d3lm.errors import D3lmError
+from d3lm.stages.train import train
 
 EMULATED = (3e-3, 0.3)  # fp32 and bf16 seconds of an AVX2 CPU: bf16 0.01x fp32
 NATIVE = (4e-3, 1e-3)  # AVX-512 BF16 / AMX: bf16 4x fp32
@@ -183,7 +184,7 @@ def _micro(dna_table: Path, root: Path, *overrides: str):
 def test_training_logs_and_records_the_choice(timings, dna_table, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)
     with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
-        run_dir = runner.train(_micro(dna_table, tmp_path))
+        run_dir = train(_micro(dna_table, tmp_path))
     line = "precision auto -> 32-true: bf16 matmul 0.01x fp32 on Test CPU 9000"
     assert any(r.getMessage().startswith(line) for r in caplog.records)
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -195,7 +196,7 @@ def test_training_logs_and_records_the_choice(timings, dna_table, tmp_path, capl
     # An ablation resumes with its grid's `auto`: on a machine (or cache) that would now choose
     # bf16, the run keeps the precision it started with.
     timings["seconds"] = NATIVE
-    runner.train(_micro(dna_table, tmp_path, f"resume={run_dir}", "trainer.max_steps=4"))
+    train(_micro(dna_table, tmp_path, f"resume={run_dir}", "trainer.max_steps=4"))
     hparams = yaml.safe_load((run_dir / "logs/version_1/hparams.yaml").read_text())
     assert hparams["precision"] == "32-true"
     assert hparams["precision_reason"] == f"kept from {run_dir / 'config.yaml'}"
@@ -206,5 +207,5 @@ def test_training_logs_and_records_the_choice(timings, dna_table, tmp_path, capl
 
 def test_training_refuses_an_unknown_precision(dna_table, tmp_path):
     with pytest.raises(D3lmError, match=r"trainer\.precision='fp8'"):
-        runner.train(_micro(dna_table, tmp_path, "trainer.precision=fp8"))
+        train(_micro(dna_table, tmp_path, "trainer.precision=fp8"))
     assert not (tmp_path / "runs").exists()

@@ -17,10 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from d3lm import runner
 from d3lm.config import load_config
 from d3lm.errors import D3lmError
 from d3lm.lit.diffusion_lm import DiffusionLM, NonFinite
+from d3lm.rundir import RunDir
+from d3lm.stages.checkpoints import load_model, read_checkpoint
+from d3lm.stages.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,7 +59,7 @@ def finish(process: subprocess.Popen[str]) -> str:
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return runner.read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    return read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
 
 
 @pytest.mark.slow
@@ -74,7 +76,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(d
     killed.send_signal(signal.SIGKILL)
     _, err = killed.communicate()
     assert ckpt.exists(), err[-3000:]
-    step = runner.read_checkpoint(ckpt)["global_step"]
+    step = read_checkpoint(ckpt)["global_step"]
     assert 0 < step < STEPS and step % 24, f"killed at step {step}: not mid-epoch, mid-run"
 
     resumed = finish(start_training([f"resume={ckpt.parents[1]}"]))
@@ -84,7 +86,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(d
     assert a.keys() == b.keys()
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differ, f"{len(differ)} tensors differ, first {differ[0]}"
-    log = runner.read_log(ckpt.parents[1]).dropna(subset=["train/loss"])
+    log = RunDir(ckpt.parents[1]).log().dropna(subset=["train/loss"])
     assert log["step"].max() == STEPS - 1
 
 
@@ -106,7 +108,7 @@ def trained(dna_table, tmp_path_factory):
             "trainer.val_check_interval=2",
         ),
     )
-    return cfg, runner.train(cfg)
+    return cfg, train(cfg)
 
 
 def resume_cfg(run_dir: Path, *overrides: str):
@@ -142,7 +144,7 @@ def test_a_broken_checkpoint_is_an_error_naming_the_file(trained, tmp_path, kind
     path = tmp_path / "bad.ckpt"
     path.write_bytes(content)
     with pytest.raises(D3lmError, match=reason) as err:
-        runner.load_model(run_dir, path)
+        load_model(run_dir, path)
     assert str(path) in str(err.value) and "weights_only" not in str(err.value)
 
 
@@ -163,24 +165,24 @@ def test_a_foreign_torch_file_is_not_a_checkpoint(trained, tmp_path, content, re
     path = tmp_path / "foreign.ckpt"
     torch.save(content, path)
     with pytest.raises(D3lmError, match=reason) as err:
-        runner.load_model(run_dir, path)
+        load_model(run_dir, path)
     assert str(path) in str(err.value) and "weights_only" not in str(err.value)
 
 
 def test_a_checkpoint_without_trainer_state_samples_but_does_not_resume(trained, tmp_path):
     _, run_dir = trained
-    saved = runner.read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    saved = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     lean = copy_run(run_dir, tmp_path / "lean")
     torch.save(
         {k: v for k, v in saved.items() if k != "optimizer_states"},
         lean / "checkpoints" / "last.ckpt",
     )
-    assert runner.load_model(lean).hparams.max_steps == 4
+    assert load_model(lean).hparams.max_steps == 4
     before = (lean / "config.yaml").read_text()
     with pytest.raises(
         D3lmError, match="not a checkpoint to resume training from: no optimizer_states"
     ):
-        runner.train(resume_cfg(lean, "trainer.max_steps=6"))
+        train(resume_cfg(lean, "trainer.max_steps=6"))
     assert (lean / "config.yaml").read_text() == before
 
 
@@ -196,7 +198,7 @@ def test_a_failed_resume_leaves_the_run_as_it_was(trained, tmp_path, override, m
     copy = copy_run(run_dir, tmp_path / "copy")
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
     with pytest.raises(D3lmError, match=match):
-        runner.train(resume_cfg(copy, *override.split()))
+        train(resume_cfg(copy, *override.split()))
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
 
 
@@ -207,14 +209,14 @@ def test_a_resume_from_a_truncated_checkpoint_keeps_the_config(trained, tmp_path
     last.write_bytes(last.read_bytes()[:1000])
     before = (copy / "config.yaml").read_text()
     with pytest.raises(D3lmError, match=f"{last}: not a checkpoint, or truncated"):
-        runner.train(resume_cfg(copy, "trainer.max_steps=600"))
+        train(resume_cfg(copy, "trainer.max_steps=600"))
     assert (copy / "config.yaml").read_text() == before
 
 
 def test_a_new_run_in_a_folder_with_a_checkpoint_is_refused(trained):
     cfg, _ = trained
     with pytest.raises(FileExistsError, match="resume it with resume="):
-        runner.train(cfg)
+        train(cfg)
 
 
 # ------------------------------------------------------------------ non-finite losses
@@ -243,9 +245,9 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
     )
     last = tmp_path / "resume" / "nan" / "checkpoints" / "last.ckpt"
     with pytest.raises(D3lmError, match=r"training loss nan .* at step 6; stopped") as err:
-        runner.train(cfg)
+        train(cfg)
     assert f"the last checkpoint is kept ({last}, step 4)" in str(err.value)
-    saved = runner.read_checkpoint(last)
+    saved = read_checkpoint(last)
     assert saved["global_step"] == 4
     assert all(t.isfinite().all() for t in saved["state_dict"].values())
 
@@ -256,13 +258,13 @@ def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_no_folder(
     monkeypatch.setattr(DiffusionLM, "_loss", nan_from(1))
     cfg = load_config("micro", overrides=micro(dna_table, tmp_path, "run=early"))
     with pytest.raises(D3lmError, match=r"at step 2; .* no checkpoint had been written"):
-        runner.train(cfg)
+        train(cfg)
     assert not (tmp_path / "resume" / "early").exists()
 
 
 def test_non_finite_weights_are_never_saved(trained):
     _, run_dir = trained
-    model = runner.load_model(run_dir)
+    model = load_model(run_dir)
     with torch.no_grad():
         model.head.bias[0] = float("inf")
     with pytest.raises(NonFinite, match="weights are not finite"):
@@ -289,7 +291,7 @@ def test_what_cannot_train_is_refused_before_any_folder_is_made(
 ):
     cfg = load_config("micro", overrides=micro(dna_table, tmp_path, "run=bad", override))
     with pytest.raises(D3lmError, match=message):
-        runner.train(cfg)
+        train(cfg)
     assert not (tmp_path / "resume").exists()
 
 
@@ -301,4 +303,4 @@ def test_data_without_a_validation_split_is_refused_naming_the_file(tmp_path):
     frame.to_parquet(path)
     cfg = load_config("micro", overrides=micro(path, tmp_path, "run=x"))
     with pytest.raises(D3lmError, match=rf"{path}: no validation sequences .*train 18, valid 0"):
-        runner.train(cfg)
+        train(cfg)

@@ -16,7 +16,6 @@ from conftest import micro_config
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from d3lm import runner
 from d3lm.cli import main
 from d3lm.config import load_config, load_run_config
 from d3lm.errors import D3lmError
@@ -26,6 +25,8 @@ from d3lm.registry import SAMPLERS
 from d3lm.sampling import PRESETS, NetworkDenoiser, Sampler, StepContext, StepEvent, rng
 from d3lm.sampling import workers as sampling_workers
 from d3lm.sampling.loop import _inverse_cdf, _top_set
+from d3lm.stages.sample import sample, sample_device
+from d3lm.stages.train import train
 
 # A tokenizer-shaped layout: <pad> <mask> <cls> <unk>, 16 "dimers", 4 single nucleotides.
 MASK, CLS, V = 1, 2, 24
@@ -275,7 +276,7 @@ def test_auto_is_one_worker_per_core_but_not_more_than_batches(monkeypatch):
 def test_bad_workers_values_fail_naming_the_key(value, tmp_path, capsys):
     cfg = load_config("micro", overrides=[f"sample.workers={value}", f"cache_dir={tmp_path}"])
     with pytest.raises(D3lmError, match=r"sample\.workers=.*integer >= 1 or 'auto'"):
-        runner.sample(cfg, tmp_path / "no-run")  # fails before it looks for a checkpoint
+        sample(cfg, tmp_path / "no-run")  # fails before it looks for a checkpoint
     run = tmp_path / "run"
     run.mkdir()
     OmegaConf.save(load_config("micro", overrides=[f"cache_dir={tmp_path}"]), run / "config.yaml")
@@ -287,7 +288,7 @@ def test_bad_workers_values_fail_naming_the_key(value, tmp_path, capsys):
 @pytest.mark.slow
 def test_two_workers_write_what_one_process_writes(dna_table, tmp_path):
     cfg = micro_config(dna_table, tmp_path, "experiment=w", "run=r", "trainer.max_steps=2")
-    run_dir = runner.train(cfg)
+    run_dir = train(cfg)
     outputs = {}
     for workers in (1, 2):
         scfg = load_run_config(
@@ -300,7 +301,7 @@ def test_two_workers_write_what_one_process_writes(dna_table, tmp_path):
                 "sample.sampler.params.steps=10",
             ],
         )
-        fasta = runner.sample(scfg, run_dir, out=tmp_path / f"{workers}.fa", trace=tmp_path / "t")
+        fasta = sample(scfg, run_dir, out=tmp_path / f"{workers}.fa", trace=tmp_path / "t")
         outputs[workers] = (Path(fasta).read_text(), torch.load(tmp_path / "t"))
     (text1, saved1), (text2, saved2) = outputs[1], outputs[2]
     assert text1 == text2 and text1.count(">") == 9
@@ -311,12 +312,12 @@ def test_two_workers_write_what_one_process_writes(dna_table, tmp_path):
 @pytest.mark.parametrize("value", ["tpu9", "cuda:x", "gpu"])
 def test_bad_sample_device_fails_naming_the_key(value):
     with pytest.raises(D3lmError, match=r"sample\.device="):
-        runner.sample_device(value)
+        sample_device(value)
 
 
 def test_auto_device_is_the_cpu_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert runner.sample_device("auto") == torch.device("cpu")
-    assert runner.sample_device("cpu") == torch.device("cpu")
+    assert sample_device("auto") == torch.device("cpu")
+    assert sample_device("cpu") == torch.device("cpu")
     with pytest.raises(D3lmError, match=r"device='cuda:0': this machine has no cuda device"):
-        runner.sample_device("cuda:0")
+        sample_device("cuda:0")

@@ -60,8 +60,7 @@ def test_verdicts_of_known_differences():
 def test_a_zero_difference_is_called_indistinguishable_95_percent_of_the_time():
     rng = np.random.default_rng(1)
     words = [
-        stats.verdict(stats.paired_difference(*synthetic(0.0, 3, rng)), "min")
-        for _ in range(2000)
+        stats.verdict(stats.paired_difference(*synthetic(0.0, 3, rng)), "min") for _ in range(2000)
     ]
     share = words.count(stats.SAME) / len(words)
     assert abs(share - 0.95) < 3 * math.sqrt(0.95 * 0.05 / len(words))

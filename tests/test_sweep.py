@@ -24,12 +24,14 @@ import pytest
 import yaml
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
-from d3lm import runner
-from d3lm.ablation import trained_steps
 from d3lm.cli import main
 from d3lm.config import load_config, load_run_config
 from d3lm.errors import D3lmError
 from d3lm.evaluate import Evaluator, build_extractors
+from d3lm.rundir import RunDir
+from d3lm.stages.results import git_revision
+from d3lm.stages.score import read_samples
+from d3lm.stages.train import train
 from d3lm.sweeps import load_space, run_worker, urls
 from d3lm.sweeps.report import report
 from d3lm.sweeps.space import EVAL_METRICS, LOG_METRICS
@@ -106,11 +108,11 @@ def check_trials(study: optuna.Study, n: int, runs: Path, workers: int) -> list[
     assert dirs == [str(runs / f"trial-{t.number}") for t in trials]
     assert sorted(p.name for p in runs.glob("trial-*")) == sorted(Path(d).name for d in dirs)
     for t in trials:
-        assert t.user_attrs["git"] == runner.git_revision()
+        assert t.user_attrs["git"] == git_revision()
         if t.state == TrialState.COMPLETE:
             run_dir = Path(t.user_attrs["run_dir"])
-            assert trained_steps(run_dir) == STEPS
-            assert t.value == runner.read_log(run_dir)["val/bpn"].dropna().iloc[-1]
+            assert RunDir(run_dir).trained_steps() == STEPS
+            assert t.value == RunDir(run_dir).log()["val/bpn"].dropna().iloc[-1]
     return trials
 
 
@@ -151,7 +153,7 @@ def test_space_suggests_coupled_choices_and_composes_trial_configs(tmp_path: Pat
     assert cfg.optim.lr == 2e-3 and cfg.diffusion.schedule.name == "cosine"
     assert cfg.trainer.max_steps == 7 and cfg.model.preset == "micro"
     assert cfg.evaluate.split == "valid"  # a sweep never tunes on the test split
-    assert runner.new_run_dir(cfg) == Path("runs/mystudy/trial-7")
+    assert RunDir.of(cfg).path == Path("runs/mystudy/trial-7")
 
 
 def test_workers_draw_different_seeded_start_points(tmp_path: Path) -> None:
@@ -482,7 +484,9 @@ def test_killed_worker_trial_fails_and_is_retried(tmp_path: Path, dna_table: Pat
         assert retry.state == TrialState.COMPLETE and retry.params == killed.params
         assert retry.user_attrs["run_dir"].endswith(f"trial-{retry.number}")
         assert [t.state for t in trials].count(TrialState.COMPLETE) == n
-        assert trained_steps(Path(killed.user_attrs["run_dir"])) != STEPS  # killed mid-trial
+        assert (
+            RunDir(Path(killed.user_attrs["run_dir"])).trained_steps() != STEPS
+        )  # killed mid-trial
 
 
 @pytest.mark.slow
@@ -511,7 +515,7 @@ def test_pruned_trials_stop_training_and_are_reported(
     for t in study.get_trials():
         assert t.state == TrialState.PRUNED
         assert list(t.intermediate_values) == [STEPS // 3]
-        assert trained_steps(Path(t.user_attrs["run_dir"])) == STEPS // 3
+        assert RunDir(Path(t.user_attrs["run_dir"])).trained_steps() == STEPS // 3
     text = report("pruned", url, tmp_path / "report")
     assert "best: none of 2 trials completed" in text
     assert "| 0 | PRUNED |" in text
@@ -526,7 +530,7 @@ def test_sampler_sweep_from_a_trained_run(
     """--from-run: trials link one trained model, sample it (a ``per_token`` step count resolves
     from its tokenizer) and score a metric of metrics.json on the validation split."""
     overrides = micro_overrides(tmp_path, dna_table)
-    base = runner.train(load_config("micro", overrides=[*overrides, "experiment=base", "run=r0"]))
+    base = train(load_config("micro", overrides=[*overrides, "experiment=base", "run=r0"]))
     space = {
         **MICRO_SPACE,
         "objective": {"metric": "fd_kmer", "direction": "minimize"},
@@ -547,7 +551,7 @@ def test_sampler_sweep_from_a_trained_run(
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert trial.value == metrics["generated"]["fd_kmer"]
         assert {"real", "uniform", "shuffle", "markov"} <= set(metrics)
-        assert len(runner.read_samples(run_dir / "samples.fasta")) == 8
+        assert len(read_samples(run_dir / "samples.fasta")) == 8
         saved = load_run_config(run_dir)
         assert (
             saved.sample.sampler.params.temperature

@@ -12,13 +12,16 @@ import pytest
 import torch
 from conftest import markov_sequences
 
-from d3lm import runner
 from d3lm.cli import main
 from d3lm.config import load_config
 from d3lm.data.fasta import read_fasta
 from d3lm.lit.diffusion_lm import DiffusionLM
 from d3lm.registry import SAMPLERS, TOKENIZERS
+from d3lm.rundir import RunDir
 from d3lm.sampling import NetworkDenoiser
+from d3lm.stages.checkpoints import load_model
+from d3lm.stages.sample import sample
+from d3lm.stages.train import data_table, fitted_tokenizer, train
 from d3lm.tokenizers import BPETokenizer, Tokenizer, bpe
 
 MICRO = {
@@ -259,19 +262,19 @@ def test_runner_fits_trains_caches_resumes_and_samples_exact_lengths(dna_table, 
             "trainer.checkpoint_every_n_steps=2",
         ],
     )
-    run_dir = runner.train(cfg)
-    model = runner.load_model(run_dir)
-    table = runner.data_table(cfg)
-    train = table.loc[table["split"] == "train", "sequence"].tolist()
-    expected = BPETokenizer.fit(train, {"vocab_size": 300})
+    run_dir = train(cfg)
+    model = load_model(run_dir)
+    table = data_table(cfg)
+    train_seqs = table.loc[table["split"] == "train", "sequence"].tolist()
+    expected = BPETokenizer.fit(train_seqs, {"vocab_size": 300})
     assert model.hparams.tokenizer["params"] == expected  # the merges travel with the checkpoint
     assert len(list((tmp_path / "cache" / "tokenizers").glob("bpe-*.json"))) == 1
-    assert runner.fitted_tokenizer(cfg, table, None)["params"] == expected  # from the cache
-    assert not runner.read_log(run_dir)["val/bpn"].dropna().empty
+    assert fitted_tokenizer(cfg, table, None)["params"] == expected  # from the cache
+    assert not RunDir(run_dir).log()["val/bpn"].dropna().empty
     # a resume rebuilds the tokenizer from the checkpoint, never refits
     assert main(["train", f"resume={run_dir}", "trainer.max_steps=6"]) == 0
-    assert runner.load_model(run_dir).hparams.tokenizer["params"] == expected
+    assert load_model(run_dir).hparams.tokenizer["params"] == expected
     for n_bp in (31, 60):
         cfg.sample.bp = n_bp
-        out = runner.sample(cfg, run_dir, out=tmp_path / f"s{n_bp}.fa")
+        out = sample(cfg, run_dir, out=tmp_path / f"s{n_bp}.fa")
         assert [len(s) for _, s in read_fasta(out)] == [n_bp] * cfg.sample.n

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from d3lm import runner
 from d3lm.cli import main
 from d3lm.config import load_config
 from d3lm.data.fasta import read_fasta
+from d3lm.rundir import RunDir
+from d3lm.stages.train import train
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +28,11 @@ def trained(dna_table, tmp_path_factory):
             "trainer.checkpoint_every_n_steps=20",
         ],
     )
-    return cfg, runner.train(cfg)
+    return cfg, train(cfg)
 
 
 def val_curve(run_dir):
-    return runner.read_log(run_dir).dropna(subset=["val/bpn"])[["step", "val/bpn"]]
+    return RunDir(run_dir).log().dropna(subset=["val/bpn"])[["step", "val/bpn"]]
 
 
 @pytest.mark.slow
@@ -52,7 +53,7 @@ def test_resume_continues_the_step_count(trained):
     assert main(["train", f"resume={run_dir}", "trainer.max_steps=60"]) == 0
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 60
-    steps = runner.read_log(run_dir)["step"].dropna()
+    steps = RunDir(run_dir).log()["step"].dropna()
     assert steps.max() >= 59 and steps.min() < 40  # the first session's log is kept
 
 
@@ -93,4 +94,4 @@ def test_sample_writes_exact_length_fasta(trained, tmp_path):
 def test_a_new_run_refuses_to_overwrite_an_old_one(trained):
     cfg, _ = trained
     with pytest.raises(FileExistsError, match="resume it with resume="):
-        runner.train(cfg)
+        train(cfg)

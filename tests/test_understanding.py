@@ -16,7 +16,7 @@ import yaml
 
 from d3lm.cli import main
 from d3lm.errors import D3lmError
-from d3lm.understanding import UnderstandingPlan, load_grid, run_understanding
+from d3lm.experiments.understanding import UnderstandingPlan, load_grid, run_understanding
 
 ROOT = Path(__file__).parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -40,13 +40,14 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
-from d3lm import runner
-from d3lm.ablation import PLUGIN_KEYS, SYMBOLS, WILDCARD
 from d3lm.config import dotlist, flatten, load_config, load_run_config, scale_path
 from d3lm.errors import D3lmError
+from d3lm.experiments.grid import PLUGIN_KEYS, WILDCARD
 from d3lm.plugins import load_plugins
 from d3lm.preflight import check_layers, check_run_config, named
+from d3lm.rundir import RunDir
 from d3lm.specfiles import describe, expect_mapping, read_mapping
+from d3lm.stages.sample import SYMBOLS
 
 #: Objectives read from the run's Lightning log (the last validation value).
 LOG_METRICS = ("val/bpn", "val/loss")
@@ -385,7 +386,7 @@ def _check(space: Space, overrides: list[str]) -> None:
             f"config: {', '.join(known)})"
         )
     if space.from_run is not None:
-        runner.last_checkpoint(space.from_run)
+        RunDir(space.from_run).last_checkpoint()
         if not space.evaluates:
             raise D3lmError(
                 f"{where}: objective.metric: {space.metric!r} comes from training; with "

@@ -34,11 +34,14 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from d3lm import runner
-from d3lm.ablation import Scorer, resolve_symbols
 from d3lm.errors import D3lmError
 from d3lm.interrupt import Interrupted
 from d3lm.io import write_text
+from d3lm.rundir import RunDir
+from d3lm.stages.results import git_revision
+from d3lm.stages.sample import sample
+from d3lm.stages.score import GENERATED, Scorer
+from d3lm.stages.train import train
 from d3lm.sweeps.space import LOG_METRICS, Space
 from d3lm.sweeps.storage import open_storage
 from d3lm.sweeps.urls import mask
@@ -118,7 +121,7 @@ class Worker:
             return link_run(cfg, self.space.from_run)
         prune_on = self.space.metric if self.space.metric in LOG_METRICS else "val/bpn"
         report = ReportValidation(trial, prune_on)
-        run_dir = runner.train(cfg, callbacks=[report])
+        run_dir = train(cfg, callbacks=[report])
         if report.pruned_at is not None:
             raise optuna.TrialPruned(f"pruned on {prune_on} at step {report.pruned_at}")
         return run_dir
@@ -126,9 +129,9 @@ class Worker:
     def objective(self, trial: optuna.Trial) -> float:
         values = self.space.suggest(trial)
         cfg = self.config(values, trial.number)
-        run_dir = runner.new_run_dir(cfg)
+        run_dir = RunDir.of(cfg).path
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("git", runner.git_revision())
+        trial.set_user_attr("git", git_revision())
         trial.set_user_attr("worker", worker_name())
         self.team.share({"number": trial.number, "values": values})
         try:
@@ -158,14 +161,14 @@ class Worker:
         generated set after sampling and evaluating it (rank 0 only)."""
         metric = self.space.metric
         if metric in LOG_METRICS:
-            log = runner.read_log(run_dir)
+            log = RunDir(run_dir).log()
             if metric not in log or log[metric].isna().all():
                 raise D3lmError(f"{run_dir}: no {metric} in the training log (no validation?)")
             return float(log[metric].dropna().iloc[-1])
         assert self.scorer is not None
-        resolve_symbols(cfg, runner.load_model(run_dir).tokenizer)
-        samples = runner.sample(cfg, run_dir)
-        return float(self.scorer(cfg, samples, run_dir / "metrics.json").sets["generated"][metric])
+        samples = sample(cfg, run_dir)  # symbols such as steps=per_token resolve there
+        scored = self.scorer(cfg, samples, RunDir(run_dir).metrics)
+        return float(scored.sets[GENERATED][metric])
 
     def follow(self) -> None:
         """Ranks > 0: train each trial rank 0 hands over, until it says stop."""
@@ -179,17 +182,18 @@ class Worker:
 def link_run(cfg: DictConfig, model: Path) -> Path:
     """A run folder for ``cfg`` whose checkpoint is ``model``'s (a hard link where the
     filesystem allows, else a copy), so ``d3lm sample`` and ``evaluate`` work on it."""
-    run_dir = runner.new_run_dir(cfg)
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    run = RunDir.of(cfg)
+    checkpoint = run.last
     if checkpoint.exists():
-        raise D3lmError(f"{run_dir} holds a run already; use a new study name")
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        raise D3lmError(f"{run} holds a run already; use a new study name")
+    write_text(run.config, OmegaConf.to_yaml(cfg))
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    source = RunDir(model).last_checkpoint()
     try:
-        os.link(runner.last_checkpoint(model), checkpoint)
+        os.link(source, checkpoint)
     except OSError:
-        shutil.copyfile(runner.last_checkpoint(model), checkpoint)
-    return run_dir
+        shutil.copyfile(source, checkpoint)
+    return run.path
 
 
 def device_overrides(space: Space, overrides: Sequence[str], team: Team) -> list[str]:

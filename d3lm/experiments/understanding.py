@@ -23,17 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from d3lm import runner
-from d3lm.ablation import Shard, check_same_training, train_point, train_status
-from d3lm.config import EXPERIMENTS_DIR, dotlist, flatten, load_config
+from d3lm.config import EXPERIMENTS_DIR, dotlist, flatten, load_config, plain
 from d3lm.data.benchmarks import DEFAULT_LENGTHS
 from d3lm.errors import D3lmError, NotFound
-from d3lm.finetune import RANDOM, load_finetune_config, task_label, task_table
-from d3lm.finetune import finetune as finetune_run
+from d3lm.experiments.grid import Shard, parse_seeds
+from d3lm.experiments.reuse import check_same_training
 from d3lm.plugins import load_plugins
 from d3lm.registry import TASKS
+from d3lm.rundir import RunDir
+from d3lm.stages.classifier import RANDOM
+from d3lm.stages.finetune import finetune as finetune_run
+from d3lm.stages.finetune import load_finetune_config, run_folder, task_label, task_table
+from d3lm.stages.results import git_revision
+from d3lm.stages.train import train_point, train_status
 
 GRID = EXPERIMENTS_DIR / "understanding.yaml"
 KEYS = {"experiment", "seeds", "pretrain", "finetune", "checkpoints"}
@@ -95,11 +99,11 @@ def load_grid(
     clash = {RANDOM} & {*models, *checkpoints} | set(models) & set(checkpoints)
     if clash:
         raise D3lmError(f"{path}: init label(s) {sorted(clash)} used twice")
-    seeds = raw.get("seeds", 3) if seeds is None else seeds
+    seeds_at = "--seeds" if seeds is not None else f"{path}: seeds"
     return UnderstandingGrid(
         source=str(path),
         experiment=str(raw.get("experiment", path.stem)),
-        seeds=list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds],
+        seeds=parse_seeds(seeds_at, raw.get("seeds", 3) if seeds is None else seeds),
         models=models,
         tasks=tasks,
         pretrain=flatten(pre.get("config") or {}),
@@ -159,7 +163,7 @@ class UnderstandingPlan:
             return "none"
         if init in self.grid.checkpoints:
             return self.grid.checkpoints[init]
-        return str(runner.new_run_dir(self.pretrain_config(init)))
+        return str(RunDir.of(self.pretrain_config(init)))
 
     def finetune_config(self, task: str, init: str, seed: int) -> DictConfig:
         layers = {**self.grid.finetune, **self.grid.finetune_by_scale.get(self.scale or "", {})}
@@ -177,8 +181,8 @@ class UnderstandingPlan:
             identity["tokenizer.name"] = first.tokenizer.name
             layers = {
                 **layers,
-                **flatten({"model": {"params": _plain(first.model.params)}}),
-                **flatten({"tokenizer": {"params": _plain(first.tokenizer.params)}}),
+                **flatten({"model": {"params": plain(first.model.params)}}),
+                **flatten({"tokenizer": {"params": plain(first.tokenizer.params)}}),
             }
         params = flatten({"task_params": self.task_params(task)})
         return load_finetune_config(overrides=[*dotlist(layers), *dotlist({**identity, **params})])
@@ -195,26 +199,26 @@ def run_understanding(
     start shards after one worker has pretrained (or accept that two may train the same model:
     the second resumes the first's checkpoint at each save)."""
     grid, shard = plan.grid, shard or Shard()
-    runner.git_revision()
+    git_revision()  # read now: rows name the code this process started with
     points = [(t, i, s) for t in grid.tasks for i in grid.inits for s in grid.seeds]
     mine = shard.select(points)
     needed = [m for m in grid.models if any(i == m for _, (_, i, _) in mine)]
     for model in needed:
         cfg = plan.pretrain_config(model)
-        run_dir = runner.new_run_dir(cfg)
-        check_same_training(cfg, run_dir)
-        status = train_status(cfg, run_dir)
-        echo(f"pretrain {model}: {run_dir}: {status}")
+        run = RunDir.of(cfg)
+        check_same_training(cfg, run.path)
+        status = train_status(cfg, run)
+        echo(f"pretrain {model}: {run}: {status}")
         if not dry_run and status != "done":
-            train_point(cfg, run_dir)
+            train_point(cfg, run)
     tables: dict[str, Any] = {}
     results = Path()
     for n, (task, init, seed) in mine:
         cfg = plan.finetune_config(task, init, seed)
-        run_dir = Path(cfg.runs_dir) / cfg.experiment / cfg.run
+        run = run_folder(cfg)
         results = Path(cfg.results_dir) / f"{cfg.experiment}.csv"
-        done = (run_dir / "metrics.json").exists()
-        echo(f"[{n + 1}/{len(points)}] {run_dir}: {'done' if done else 'missing'}")
+        done = run.metrics.exists()
+        echo(f"[{n + 1}/{len(points)}] {run}: {'done' if done else 'missing'}")
         if dry_run:
             continue
         if task not in tables:
@@ -225,10 +229,6 @@ def run_understanding(
     if not dry_run:
         echo(f"results: {results}")
     return results
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 __all__ = ["UnderstandingGrid", "UnderstandingPlan", "load_grid", "run_understanding"]

@@ -1,0 +1,1 @@
+"""Experiments: grids of runs (ablation tables, the understanding table) over the stages."""

@@ -1,0 +1,171 @@
+"""Sample a trained run: ``sample.n`` sequences of exactly ``sample.bp`` bp into a FASTA file."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from d3lm.config import plain
+from d3lm.data.fasta import write_fasta
+from d3lm.devices import check_device
+from d3lm.errors import D3lmError
+from d3lm.io import check_writable
+from d3lm.lit.diffusion_lm import DiffusionLM
+from d3lm.plugins import load_plugins
+from d3lm.registry import SAMPLERS
+from d3lm.rundir import RunDir
+from d3lm.sampling import workers as sampling_workers
+from d3lm.sampling.causal import network_denoiser
+from d3lm.stages.checkpoints import load_model
+from d3lm.stages.ranges import SAMPLE_RANGES
+
+
+def free_tokens(layout: torch.Tensor) -> int:
+    """Positions a sampler draws (more than one legal token): one step per token."""
+    return int((layout.sum(-1) > 1).sum())
+
+
+#: Symbolic sampler-parameter values, resolved from the tokenizer layout of the bp sampled.
+SYMBOLS: dict[str, Callable[[torch.Tensor], Any]] = {"per_token": free_tokens}
+
+
+def resolve_symbols(cfg: DictConfig, tokenizer: Any) -> int:
+    """Replace symbolic sampler parameters (``per_token``) in place, from the layout of the
+    trained run's tokenizer (a learned one such as ``bpe`` exists only there); return the
+    number of tokens sampled."""
+    layout = tokenizer.layout(cfg.sample.bp)
+    params = cfg.sample.sampler.params
+    for key, value in list(params.items()):
+        if isinstance(value, str) and value in SYMBOLS:
+            params[key] = SYMBOLS[value](layout)
+    return free_tokens(layout)
+
+
+def sample(
+    cfg: DictConfig, run_dir: Path, out: Path | None = None, trace: Path | None = None
+) -> Path:
+    """Generate ``cfg.sample.n`` sequences of exactly ``cfg.sample.bp`` bp into a FASTA file.
+
+    ``sample.device`` (``auto``: the GPU when there is one) runs the network. On the CPU,
+    ``sample.workers`` processes (``auto``: one per core, at most one per batch) sample
+    contiguous runs of whole batches, each loading the checkpoint itself; the output is the
+    same for any count. A GPU is driven by one process.
+    """
+    s = cfg.sample
+    for key, (ok, wanted) in SAMPLE_RANGES.items():
+        if not ok(OmegaConf.select(cfg, key)):
+            raise D3lmError(f"{key}={OmegaConf.select(cfg, key)!r}: must be {wanted}")
+    batches = -(-s.n // s.batch_size)
+    workers = min(sampling_workers.resolve(s.workers, "sample.workers", batches), s.n)
+    if sample_device(s.device).type != "cpu":
+        workers = 1
+    run = RunDir(run_dir)
+    out = Path(out or run.samples)
+    check_writable(out, keep_folders=False)  # before the work, not after it
+    checkpoint = run.last_checkpoint()  # one file for every worker, even if training goes on
+    model = load_model(run.path, checkpoint)
+    check_context(model, s.bp, run.path)
+    cfg = cfg.copy()
+    resolve_symbols(cfg, model.tokenizer)  # e.g. steps=per_token, from this run's tokenizer
+    job = functools.partial(_sample_range, cfg, run.path, checkpoint)  # workers load it
+    if workers == 1:  # in this process: the model loaded above, and its progress bar
+        job = functools.partial(job, model=model, progress=s.progress)
+    parts = sampling_workers.run(job, s.n, workers, s.batch_size)
+    ids = torch.cat([p[0] for p in parts])
+    tok = model.tokenizer
+    sequences = [tok.decode(row) for row in ids]
+    wrong = [i for i, seq in enumerate(sequences) if len(seq) != s.bp]
+    if wrong:
+        raise RuntimeError(
+            f"sampler {s.sampler.name!r} returned {len(wrong)} sequences that are "
+            f"not {s.bp} bp (first: index {wrong[0]})"
+        )
+    write_fasta(
+        out,
+        ((f"{cfg.experiment}/{Path(run_dir).name}/{i}", seq) for i, seq in enumerate(sequences)),
+    )
+    if trace is not None:
+        nfe, order = torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+        torch.save({"trace": order, "nfe": nfe}, trace)
+    return out
+
+
+def _sample_range(
+    cfg: DictConfig,
+    run_dir: Path,
+    checkpoint: Path,
+    part: range,
+    model: DiffusionLM | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ids, NFE and trace of the sequences ``part`` (global indices) of ``sample``'s job.
+
+    Without ``model`` (a worker process) it loads the plugins and the checkpoint itself: workers
+    get paths, never the model."""
+    if model is None:
+        load_plugins()
+        model = load_model(run_dir, checkpoint)
+    s = cfg.sample
+    device = sample_device(s.device)
+    model.to(device)
+    sampler = SAMPLERS.build(s.sampler.name, sampler_params(cfg))
+    tok = model.tokenizer
+    autocast = getattr(torch, s.autocast) if s.autocast else None
+    # A causal (AR) run reads its logits shifted, under causal attention: the objective says so.
+    denoiser = network_denoiser(
+        model.encoder, model.head, model.objective, tok.mask_id, tok.vocab_size, autocast
+    )
+    ids = sampler.sample(
+        denoiser,
+        len(part),
+        tok.layout(s.bp).to(device),
+        seed=s.seed,
+        batch_size=s.batch_size,
+        progress=progress,
+        first_index=part.start,
+    )
+    assert sampler.last_run is not None
+    return ids.cpu(), sampler.last_run.nfe.cpu(), sampler.last_run.trace.cpu()
+
+
+def sample_device(spec: str) -> torch.device:
+    """``sample.device``: ``auto`` is the first GPU when torch sees one, else the CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise D3lmError(f"sample.device={spec!r}: expected auto, cpu, cuda or cuda:N") from None
+    check_device("sample.device", spec, device.type)
+    return device
+
+
+def check_context(model: DiffusionLM, bp: int, run_dir: Path) -> None:
+    """Refuse a length the backbone cannot hold, before any sequence is drawn. Past ``max_len``
+    of the longest token the layout (tokens x vocabulary) is not built to count them: its size
+    grows with ``bp``, and the answer is known."""
+    max_len = model.backbone_config.max_len
+    longest = int(model.tokenizer.token_lengths.max())
+    beyond = bp > max_len * longest
+    tokens = -(-bp // longest) if beyond else len(model.tokenizer.layout(bp))
+    if tokens > max_len:
+        raise D3lmError(
+            f"{run_dir}: sample.bp={bp} needs {'at least ' * beyond}{tokens} tokens, more than "
+            f"the model's context of {max_len} tokens"
+        )
+
+
+def sampler_params(cfg: DictConfig) -> dict[str, Any]:
+    """The sampler's parameters; a sampler that takes a noise ``schedule`` (the ``ancestral``
+    count reads it) gets the run's training schedule unless the user named one."""
+    params = plain(cfg.sample.sampler.params)
+    factory = SAMPLERS.get(cfg.sample.sampler.name)
+    if "schedule" not in params and "schedule" in inspect.signature(factory).parameters:
+        params["schedule"] = plain(cfg.diffusion.schedule)
+    return params
