@@ -234,7 +234,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_import_nt(args: argparse.Namespace) -> None:
-    from d3lm.model.hf_import import import_nt, write_run
+    from d3lm.interop.nt_v2 import import_nt, write_run
 
     check_not_inputs({"--out": args.out}, {"the input folder": args.directory})
     check_folder(args.out)
@@ -243,7 +243,7 @@ def cmd_import_nt(args: argparse.Namespace) -> None:
 
 def cmd_export_nt(args: argparse.Namespace) -> None:
     from d3lm import runner
-    from d3lm.model.hf_import import export_nt
+    from d3lm.interop.nt_v2 import export_nt
 
     path = args.checkpoint if args.checkpoint.is_file() else runner.last_checkpoint(args.checkpoint)
     check_not_inputs({"--out": args.out}, {"the checkpoint": args.checkpoint, "its file": path})

@@ -23,8 +23,8 @@ from d3lm.cli import main
 from d3lm.config import load_config
 from d3lm.errors import D3lmError
 from d3lm.finetune import finetune, load_classifier, load_finetune_config, new_model, predict
+from d3lm.interop.nt_v2 import export_nt, import_nt, write_run
 from d3lm.lit.classifier import SequenceClassifier
-from d3lm.model.hf_import import export_nt, import_nt, write_run
 from d3lm.tasks import load_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")

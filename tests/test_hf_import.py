@@ -20,7 +20,7 @@ from d3lm.cli import main
 from d3lm.config import load_config
 from d3lm.data.fasta import read_fasta
 from d3lm.errors import D3lmError
-from d3lm.model.hf_import import export_nt, import_nt, write_run
+from d3lm.interop.nt_v2 import export_nt, import_nt, write_run
 
 #: NT v2's vocabulary, spelled out from REFERENCES.md rather than taken from the tokenizer.
 VOCAB = [
