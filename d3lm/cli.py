@@ -19,7 +19,7 @@ from d3lm.config import load_config, load_run_config
 from d3lm.errors import D3lmError
 from d3lm.interrupt import Interrupted, at, signals
 from d3lm.io import check_folder, check_not_inputs
-from d3lm.metrics.oracle_train import OracleConfig
+from d3lm.oracle.train import OracleConfig
 from d3lm.params import SEED, Range, integer_at_least
 from d3lm.plugins import check_config, load_plugins
 
@@ -160,7 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_oracle_train(args: argparse.Namespace) -> None:
-    from d3lm.evaluate import oracle_train
+    from d3lm.oracle.datasets import oracle_train
 
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(OracleConfig)}
     print(
