@@ -42,11 +42,15 @@ demo: $(STAMP)
 # (tests/conftest.py, --auto-precision), so a CPU with and one without native bf16 both pass.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 	$(PY) -m pytest -q --auto-precision=other
 
+# Ruff, then the import contracts of pyproject.toml ([tool.importlinter]: the layers of
+# docs/design.md; the graph builds in under a second, so no cache folder is kept).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"

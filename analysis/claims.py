@@ -34,6 +34,7 @@ from tables import (
     DISPLAY_SCALE,
     GENERATED,
     TITLES,
+    grid_reference,
     load_results,
     one_instrument,
     paired,
@@ -44,7 +45,6 @@ from tables import (
 )
 
 from d3lm import stats
-from d3lm.experiments.ablation import load_grid
 from d3lm.io import splice, write_text
 
 _, REPORTS, SCALE = settings()
@@ -153,7 +153,7 @@ def claim_row(claim: Claim) -> dict[str, str]:
             "To decide": f"`make ablation-{claim.grid}`",
         }
     rows, instrument = one_instrument(rows, f"ablation-{claim.grid}")
-    reference = load_grid(claim.grid).reference
+    reference = grid_reference(claim.grid)
     metric = headline(rows)
     table = paired(rows, [claim.axis], reference, [metric, "gc_ratio_gc_at"])
     labels = [r for r in table["row"].unique() if claim.points(str(r))]

@@ -1,7 +1,8 @@
 """Shared helpers of the analysis notebooks: read ``results/``, summarise over seeds, write tables.
 
 The notebooks read the tidy CSV that ``d3lm ablation`` writes (one row per point, set, metric)
-and nothing else, so a table can be rebuilt, restyled or extended without touching a model.
+and, as plain YAML, the grid file it ran (axis order, reference point): no library code that
+trains or scores, so a table can be rebuilt, restyled or extended without touching a model.
 Every cell is a mean with its 95 % interval over training seeds (Student t; with one seed, the
 within-seed bootstrap interval of KID where the rows carry it), and every table states its n
 (samples per point) and its seeds; a table never mixes sample counts or oracles silently
@@ -15,12 +16,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from d3lm import stats
-from d3lm.experiments.ablation import load_grid
 from d3lm.io import write_text
 
 #: Reference rows, in table order, with the names the tables print.
@@ -134,18 +136,52 @@ def load_results(grid: str, axes: Sequence[str]) -> pd.DataFrame:
     return in_grid_order(rows, grid, axes)
 
 
+#: A grid value that stands for every registered plugin the grid does not list.
+WILDCARD = "*"
+
+
+def grid_file(grid: str) -> dict[str, Any]:
+    """The grid file ``experiments/ablations/<grid>.yaml`` as plain data (``D3LM_EXPERIMENTS``
+    moves the folder, as it does for ``d3lm ablation``): read as YAML rather than through the
+    library's grid loader, so the notebooks depend on the results and the files they were made
+    from, never on the code that made them."""
+    default = Path(__file__).parents[1] / "experiments"
+    path = Path(os.environ.get("D3LM_EXPERIMENTS", default)) / "ablations" / f"{grid}.yaml"
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def grid_reference(grid: str) -> dict[str, str]:
+    """The grid file's ``reference`` point (axis -> label): the paper's setting, which every
+    other point is paired against."""
+    return {str(a): str(v) for a, v in (grid_file(grid).get("reference") or {}).items()}
+
+
+def axis_order(spec: Any, found: Sequence[str]) -> list[str]:
+    """An axis's labels in the grid file's order. ``"*"`` stands for the registered plugins the
+    file does not list, by name, as ``d3lm ablation`` expands it; here they are the labels the
+    results hold (``found``) that the file does not list."""
+    values = spec.get("values") if isinstance(spec, Mapping) else spec
+    values = [values] if isinstance(values, str) else values or []
+    listed = [str(v.get("label")) if isinstance(v, Mapping) else str(v) for v in values]
+    if WILDCARD not in listed:
+        return listed
+    at = listed.index(WILDCARD)
+    rest = sorted({str(v) for v in found} - set(listed))
+    return [*listed[:at], *rest, *listed[at + 1 :]]
+
+
 def in_grid_order(rows: pd.DataFrame, grid: str, axes: Sequence[str]) -> pd.DataFrame:
     """Rows sorted by the order of each axis's values in the grid file, so tables and figures
     read as the grid does, whatever order parallel workers (``--shard``) finished in; values
     the grid no longer lists (or a grid file that is gone) keep the results file's order."""
     try:
-        spec = load_grid(grid)
-    except (OSError, ValueError):
+        spec = grid_file(grid)
+    except (OSError, yaml.YAMLError):
         return rows
-    labels = {a.name: [s.label for s in a.settings] for a in [*spec.train, *spec.sample]}
+    specs = {str(n): s for kind in ("train", "sample") for n, s in (spec.get(kind) or {}).items()}
     keys = []
     for axis in axes:
-        order = labels.get(axis, [])
+        order = axis_order(specs.get(axis, []), rows[axis].dropna().unique())
         keys.append(rows[axis].map(lambda v, o=order: o.index(v) if v in o else len(o)))
     if not keys:
         return rows
@@ -516,7 +552,7 @@ def write_report(
     """A grid's whole report: the table (one n, one oracle), the paired differences against
     the grid file's ``reference`` point with verdicts, and the power lines."""
     rows, instrument = one_instrument(rows, f"ablation-{grid}")
-    reference = load_grid(grid).reference
+    reference = grid_reference(grid)
     summary = summarise(rows, axes, metrics)
     table = paired(rows, axes, reference, metrics)
     sections = [

@@ -27,6 +27,7 @@ from d3lm.metrics.features import KmerFeatures, OracleFeatures
 from d3lm.metrics.frechet import frechet_distance
 from d3lm.metrics.motifs import MotifScanner, compare_rates
 from d3lm.metrics.novelty import novelty
+from d3lm.oracle.datasets import default_oracle
 
 
 def timed(label: str, fn: Callable[[], object]) -> None:
@@ -44,7 +45,7 @@ def main() -> None:
     train = table.loc[table["split"] == "train", "sequence"].tolist()
     test = table.loc[table["split"] == "test", "sequence"].tolist()
     samples = MarkovGenerator(5).fit(train).sample(args.n, 200, seed=0)
-    oracle = OracleFeatures(cache_dir=args.cache_dir)  # trains once if not cached
+    oracle = OracleFeatures(default_oracle("dhs", args.cache_dir))  # shipped, or trained once
     timed("composition + JS k=1..6", lambda: composition_table({"s": samples}, test, range(1, 7)))
     for name, ex in {"kmer": KmerFeatures(), "oracle": oracle}.items():
         timed(

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from d3lm.evaluate import baseline_sets, oracle_train
+from d3lm.evaluate import baseline_sets
 from d3lm.metrics.features import KmerFeatures, OracleFeatures
 from d3lm.metrics.frechet import frechet_distance
+from d3lm.oracle.datasets import oracle_train
 
 
 def main() -> None:

@@ -32,7 +32,8 @@ from d3lm.evaluate import baseline_sets, check_samples, split_reference
 from d3lm.metrics.features import OracleFeatures
 from d3lm.metrics.frechet import frechet_distance
 from d3lm.metrics.kernel import kernel_distance
-from d3lm.metrics.oracle_train import OracleConfig, equals_shipped, train_oracle
+from d3lm.oracle.datasets import equals_shipped
+from d3lm.oracle.train import OracleConfig, train_oracle
 
 BASELINES = {"markov": {"k": 5}, "shuffle": {}, "uniform": {}}
 BP = 200

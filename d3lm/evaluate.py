@@ -10,7 +10,6 @@ depend on sample size).
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -27,7 +26,6 @@ from tqdm import tqdm
 
 import d3lm.baselines  # noqa: F401  (registers the baseline generators)
 from d3lm.data.fasta import read_fasta
-from d3lm.data.recipes import prepare
 from d3lm.data.tables import load_table
 from d3lm.errors import D3lmError
 from d3lm.io import check_writable, write_text
@@ -38,13 +36,13 @@ from d3lm.metrics.composition import (
     kmer_counts_codes,
 )
 from d3lm.metrics.diversity import diversity
-from d3lm.metrics.features import FeatureExtractor
+from d3lm.metrics.features import FeatureExtractor, OracleFeatures
 from d3lm.metrics.frechet import frechet_distance
 from d3lm.metrics.intervals import Bootstrap, kid_interval
 from d3lm.metrics.kernel import Kernels, KidSpec, kernel_distance
 from d3lm.metrics.motifs import MotifScanner, compare_rates
 from d3lm.metrics.novelty import novelty
-from d3lm.metrics.oracle_train import OracleConfig, equals_shipped, train_oracle
+from d3lm.oracle.datasets import with_checkpoint
 from d3lm.registry import FEATURE_EXTRACTORS, GENERATORS
 
 DEFAULT_FEATURES: dict[str, dict[str, Any]] = {"kmer": {}, "oracle": {}}
@@ -158,13 +156,14 @@ def baseline_sets(
 def build_extractors(
     specs: Mapping[str, Mapping[str, Any]], cache_dir: Path
 ) -> dict[str, FeatureExtractor]:
-    """Extractors by registry name; ``cache_dir`` goes to those that take one."""
+    """Extractors by registry name. An oracle without a ``checkpoint`` gets the weights of its
+    ``dataset`` recipe (:func:`~d3lm.oracle.datasets.with_checkpoint`: the shipped oracle, or one
+    trained once under ``cache_dir``)."""
     out = {}
     for name, params in specs.items():
-        extra = {}
-        if "cache_dir" in inspect.signature(FEATURE_EXTRACTORS.get(name)).parameters:
-            extra = {"cache_dir": params.get("cache_dir", cache_dir)}
-        out[name] = FEATURE_EXTRACTORS.build(name, {**params, **extra})
+        if FEATURE_EXTRACTORS.get(name) is OracleFeatures:
+            params = with_checkpoint(params, cache_dir)
+        out[name] = FEATURE_EXTRACTORS.build(name, params)
     return out
 
 
@@ -362,20 +361,6 @@ def check_samples(
     return [seq for _, seq in records]
 
 
-def oracle_train(dataset: str, cache_dir: Path, config: OracleConfig | None = None) -> dict:
-    """``d3lm oracle train``: train (or reuse) the oracle on recipe ``dataset``; its metadata.
-
-    The returned dict (``oracle.json`` beside the checkpoint, plus ``checkpoint`` and
-    ``equals_shipped``) has ``checksum`` (sha256 of the weights), ``test_accuracy``,
-    ``valid_accuracy``, ``classes`` and the config; ``equals_shipped`` says whether the weights
-    are bitwise the oracle shipped for ``dataset`` (null when none ships).
-    """
-    path = train_oracle(prepare(dataset, cache_dir), cache_dir, config or OracleConfig())
-    meta = json.loads(path.with_name("oracle.json").read_text())
-    shipped = equals_shipped(dataset, meta["checksum"])
-    return {"checkpoint": str(path), **meta, "equals_shipped": shipped}
-
-
 def metric_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Runs as rows, metrics as columns, in the order the rows came."""
     table = rows.pivot(index="run", columns="metric", values="value")
@@ -390,7 +375,6 @@ __all__ = [
     "evaluate_fasta",
     "evaluate_samples",
     "metric_table",
-    "oracle_train",
     "provenance",
     "split_reference",
     "tidy",

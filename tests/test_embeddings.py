@@ -7,7 +7,8 @@ import torch
 
 import d3lm.tokenizers  # noqa: F401  (registers the tokenisers)
 from d3lm.model import LMHead, NTv2Encoder
-from d3lm.model.backbone import PRESETS, count_parameters
+from d3lm.model.backbone import PRESETS
+from d3lm.model.size import count_parameters
 from d3lm.registry import TOKENIZERS
 
 TOK = TOKENIZERS.build("kmer", {"k": 3})

@@ -18,7 +18,7 @@ from d3lm.metrics.features import KmerFeatures, OracleFeatures
 from d3lm.metrics.features.oracle import load_oracle
 from d3lm.metrics.frechet import frechet_distance
 from d3lm.metrics.motifs import Motif, MotifScanner, compare_rates
-from d3lm.metrics.oracle_train import OracleConfig, train_oracle
+from d3lm.oracle.train import OracleConfig, train_oracle
 
 MOTIFS = ["TGACTCAT", "CCGGAAGT", "AGATAAGG", "CACGTGAC"]
 TRANSITION = np.array(

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from d3lm.errors import D3lmError
-from d3lm.metrics import oracle_train
+from d3lm.errors import D3lmError, NotFound
+from d3lm.evaluate import build_extractors
 from d3lm.metrics.features import KmerFeatures, OracleFeatures
 from d3lm.metrics.features.oracle import load_oracle, shipped_oracle, state_checksum
-from d3lm.metrics.oracle_train import OracleConfig, data_checksum, read_labelled, train_oracle
+from d3lm.oracle import datasets
+from d3lm.oracle.train import OracleConfig, data_checksum, read_labelled, train_oracle
 
 CONFIG = OracleConfig(channels=16, width=16, epochs=4, batch_size=32, lr=1e-2)
 MOTIFS = ["TGACTCAT", "CCGGAAGT"]
@@ -115,16 +116,24 @@ def test_shipped_oracle_loads_and_its_recorded_checksum_holds():
     assert path.stat().st_size < 1_000_000
 
 
+def test_features_without_weights_are_refused_not_trained(tmp_path):
+    with pytest.raises(D3lmError, match="need weights"):
+        OracleFeatures()
+    with pytest.raises(NotFound, match="no such oracle checkpoint"):
+        OracleFeatures(checkpoint=tmp_path / "oracle.pt")
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing downloaded
+
+
 @pytest.fixture
 def dhs_is_tiny(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``prepare("dhs", ...)`` returns the tiny table: nothing is downloaded."""
-    monkeypatch.setattr("d3lm.data.recipes.prepare", lambda name, cache_dir, params=None: data)
+    monkeypatch.setattr(datasets, "prepare", lambda name, cache_dir, params=None: data)
 
 
 def test_dhs_features_use_the_shipped_oracle_when_data_match(dhs_is_tiny, monkeypatch, tmp_path):
     _, recorded = shipped_oracle("dhs")
-    monkeypatch.setattr(oracle_train, "data_checksum", lambda frame: recorded["data_checksum"])
-    features = OracleFeatures(dataset="dhs", cache_dir=tmp_path)
+    monkeypatch.setattr(datasets, "data_checksum", lambda frame: recorded["data_checksum"])
+    features = build_extractors({"oracle": {"dataset": "dhs"}}, tmp_path)["oracle"]
     assert features.provenance == {
         "oracle": recorded["checksum"][:12],
         "oracle_test_accuracy": recorded["test_accuracy"],
@@ -134,8 +143,8 @@ def test_dhs_features_use_the_shipped_oracle_when_data_match(dhs_is_tiny, monkey
 
 def test_dhs_features_train_their_own_oracle_when_the_data_differ(dhs_is_tiny, tmp_path, caplog):
     _, recorded = shipped_oracle("dhs")
-    with caplog.at_level("WARNING", logger="d3lm.metrics.oracle_train"):
-        features = OracleFeatures(dataset="dhs", cache_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="d3lm.oracle.datasets"):
+        features = build_extractors({"oracle": {"dataset": "dhs"}}, tmp_path)["oracle"]
     assert features.provenance["oracle"] != recorded["checksum"][:12]
     assert len(list((tmp_path / "oracle").glob("*/oracle.pt"))) == 1
     assert "differ from the shipped oracle's" in caplog.text

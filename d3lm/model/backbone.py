@@ -349,25 +349,3 @@ class NTv2Encoder(nn.Module):
             x = layer(x, attn_mask, causal)
         query = None if at is None else at.nonzero(as_tuple=True)
         return self.final_norm(self.layers[-1](x, attn_mask, causal, query))
-
-
-def count_parameters(cfg: BackboneConfig, include_head: bool = True) -> int:
-    """Parameters of the encoder (plus the LM head by default), counted on the meta device.
-
-    NT v2 50M is reported at 55.9M parameters; our ``nt-v2-50m`` preset with its head has
-    54,855,179. The difference, 1,049,600 = 2050 x 512, is NT's learned position table, which its
-    checkpoint carries although rotary attention never reads it; we do not build it.
-    """
-    from d3lm.model.heads import LMHead  # deferred: heads imports this module
-
-    with torch.device("meta"):
-        encoder = NTv2Encoder(cfg, _placeholder_codes(cfg))
-        modules: list[nn.Module] = [encoder]
-        if include_head:
-            modules.append(LMHead(cfg, encoder.embeddings))
-    return sum(p.numel() for m in modules for p in m.parameters())
-
-
-def _placeholder_codes(cfg: BackboneConfig) -> Tensor | None:
-    """A 6-wide code table for counting parameters of a ``nucleotide_embeddings`` model."""
-    return torch.zeros(cfg.vocab_size, 6, dtype=torch.long) if cfg.nucleotide_embeddings else None

@@ -1,8 +1,9 @@
 """``oracle`` features: the penultimate layer of a small CNN trained on a real labelled task.
 
-The suite trains it itself (``d3lm oracle train``, :mod:`d3lm.metrics.oracle_train`) because Sei
-weights are not always at hand; a network that must tell cell types apart from sequence alone
-has to see motifs and their arrangement, which k-mer spectra cannot.
+The suite trains it itself (``d3lm oracle train``, :mod:`d3lm.oracle`) because Sei weights are
+not always at hand; a network that must tell cell types apart from sequence alone has to see
+motifs and their arrangement, which k-mer spectra cannot. This module only loads and embeds: it
+downloads no data and trains nothing.
 
 The network is the instrument every ``oracle`` distance is measured with, so it is identified by
 the sha256 of its weights (:func:`state_checksum`), verified on load and reported as
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from d3lm.errors import D3lmError
+from d3lm.errors import D3lmError, NotFound
 from d3lm.metrics.features.base import FeatureExtractor, one_hot
 from d3lm.registry import FEATURE_EXTRACTORS
 
@@ -74,6 +75,8 @@ def load_oracle(path: str | os.PathLike[str]) -> tuple[OracleCNN, dict[str, obje
     """The network and its saved metadata (classes, config, accuracy, ``checksum``) from
     ``oracle.pt``; ``checksum`` is recomputed from the weights, and a checkpoint whose recorded
     checksum disagrees is refused (its weights are not the network it claims to be)."""
+    if not Path(path).is_file():
+        raise NotFound(f"{path}: no such oracle checkpoint (`d3lm oracle train` writes one)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     try:
         model = OracleCNN(len(saved["classes"]), **saved["model"])
@@ -103,28 +106,27 @@ def shipped_oracle(dataset: str) -> tuple[Path, dict[str, object]] | None:
 class OracleFeatures(FeatureExtractor):
     """Penultimate-layer features of a trained oracle CNN.
 
-    ``checkpoint`` is an ``oracle.pt``; without one, the oracle for recipe ``dataset`` is the
-    shipped one when the prepared data is what it was trained on, else one trained (once, cached
-    by checksum under ``cache_dir``) with the default :class:`OracleConfig`
-    (:func:`~d3lm.metrics.oracle_train.default_oracle`). ``provenance`` names the network: the
-    first 12 hex digits of its weights' sha256 and its test accuracy (None when ``model`` came
-    without one).
+    ``checkpoint`` is an ``oracle.pt`` (the shipped one, :func:`shipped_oracle`, or one that
+    ``d3lm oracle train`` wrote); ``model`` is a network in memory instead. Which weights a
+    dataset's distances use, trained here when none fit, is decided above the metrics
+    (:func:`d3lm.oracle.datasets.default_oracle`). ``provenance`` names the network: the first
+    12 hex digits of its weights' sha256 and its test accuracy (None when ``model`` came without
+    one).
     """
 
     def __init__(
         self,
         checkpoint: str | os.PathLike[str] | None = None,
-        dataset: str = "dhs",
-        cache_dir: str | os.PathLike[str] = ".cache/d3lm",
         batch_size: int = 512,
         model: OracleCNN | None = None,
     ) -> None:
         accuracy = None
         if model is None:
             if checkpoint is None:
-                from d3lm.metrics.oracle_train import default_oracle  # needs the data recipes
-
-                checkpoint = default_oracle(dataset, Path(cache_dir))
+                raise D3lmError(
+                    "oracle features need weights: a checkpoint (an oracle.pt: the shipped one "
+                    "or one `d3lm oracle train` wrote) or a model"
+                )
             model, meta = load_oracle(checkpoint)
             accuracy = meta.get("test_accuracy")
         self.model = model.eval()

@@ -1,5 +1,5 @@
-"""Training of the ``oracle`` feature network on a labelled real task: deterministic,
-checksummed and cached by the data's content.
+"""Training of the ``oracle`` feature network on a labelled table: deterministic, checksummed
+and cached by the data's content.
 
 The oracle is the instrument of every ``oracle`` distance, so training it must not add noise of
 its own: the same data, config and seed give bitwise-identical weights on one machine
@@ -7,7 +7,7 @@ its own: the same data, config and seed give bitwise-identical weights on one ma
 accuracy. The cache key hashes the labelled table's content (:func:`data_checksum`) and the
 config, not the parquet file's bytes, which change with the pyarrow version that wrote them.
 Another CPU or torch build may still round differently, which is why the DHS oracle trained here
-ships with the package and :func:`default_oracle` prefers it.
+ships with the package and :func:`d3lm.oracle.datasets.default_oracle` prefers it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +28,7 @@ from torch import nn
 from d3lm.errors import D3lmError
 from d3lm.io import atomic_path, write_text
 from d3lm.metrics.features.base import one_hot
-from d3lm.metrics.features.oracle import OracleCNN, shipped_oracle, state_checksum
-
-log = logging.getLogger(__name__)
+from d3lm.metrics.features.oracle import OracleCNN, state_checksum
 
 #: The columns that define the task; the data checksum covers exactly these, row by row.
 COLUMNS = ("sequence", "label", "split")
@@ -185,26 +182,3 @@ def train_oracle(data: Path, cache_dir: Path, config: OracleConfig = OracleConfi
         torch.save({**meta, "state_dict": model.state_dict()}, tmp)
     write_text(out.with_name("oracle.json"), json.dumps(meta, indent=2) + "\n")
     return out
-
-
-def default_oracle(dataset: str, cache_dir: Path) -> Path:
-    """The oracle ``OracleFeatures(dataset=...)`` measures with: the shipped network when the
-    prepared data's content checksum is the one it was trained on, so every machine uses the same
-    instrument; otherwise one trained here with the default config (logged, since its distances
-    are then not comparable with rows scored by the shipped one)."""
-    from d3lm.data.recipes import prepare  # only this path needs the data recipes
-
-    data = prepare(dataset, Path(cache_dir))
-    shipped = shipped_oracle(dataset)
-    if shipped is not None and shipped[1]["data_checksum"] == data_checksum(read_labelled(data)):
-        return shipped[0]
-    reason = "its data differ from the shipped oracle's" if shipped else "no oracle ships for it"
-    log.warning("oracle for %s: training one under %s (%s)", dataset, cache_dir, reason)
-    return train_oracle(data, Path(cache_dir))
-
-
-def equals_shipped(dataset: str, checksum: str) -> bool | None:
-    """Whether weights with sha256 ``checksum`` are the shipped oracle of ``dataset`` (None when
-    none ships)."""
-    shipped = shipped_oracle(dataset)
-    return None if shipped is None else shipped[1]["checksum"] == checksum
