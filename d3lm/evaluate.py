@@ -44,6 +44,7 @@ from d3lm.metrics.motifs import MotifScanner, compare_rates
 from d3lm.metrics.novelty import novelty
 from d3lm.oracle.datasets import with_checkpoint
 from d3lm.registry import FEATURE_EXTRACTORS, GENERATORS
+from d3lm.rundir import METRICS
 
 DEFAULT_FEATURES: dict[str, dict[str, Any]] = {"kmer": {}, "oracle": {}}
 DEFAULT_BASELINES: dict[str, dict[str, Any]] = {"uniform": {}, "shuffle": {}, "markov": {"k": 5}}
@@ -294,7 +295,7 @@ def evaluate_fasta(
     nothing behind.
     """
     options = options or EvaluateOptions()
-    check_writable(Path(out_dir) / "metrics.json", keep_folders=False)
+    check_writable(Path(out_dir) / METRICS, keep_folders=False)
     seqs = check_samples(samples, list(read_fasta(samples)), options.allow_lengths)
     table = load_table(reference, cache_dir)
     ref = table.loc[table["split"] == options.split, "sequence"].tolist()
@@ -314,7 +315,7 @@ def evaluate_fasta(
     extractors = build_extractors(options.features, cache_dir)
     motifs = MotifScanner() if options.motifs else None
     rows = evaluate_samples(seqs, ref, train, extractors, options, motifs, run=Path(samples).stem)
-    write_metrics(rows, Path(out_dir) / "metrics.json")
+    write_metrics(rows, Path(out_dir) / METRICS)
     write_text(Path(out_dir) / "metrics.csv", rows.to_csv(index=False))
     return rows
 

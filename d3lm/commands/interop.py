@@ -14,7 +14,7 @@ from d3lm.rundir import RunDir
 
 
 def import_nt(args: argparse.Namespace) -> Path:
-    from d3lm.model.hf_import import import_nt, write_run
+    from d3lm.interop.nt_v2 import import_nt, write_run
 
     check_not_inputs({"--out": args.out}, {"the input folder": args.directory})
     check_folder(args.out)
@@ -22,7 +22,7 @@ def import_nt(args: argparse.Namespace) -> Path:
 
 
 def export_nt(args: argparse.Namespace) -> Path:
-    from d3lm.model.hf_import import export_nt
+    from d3lm.interop.nt_v2 import export_nt
     from d3lm.stages.checkpoints import read_checkpoint
 
     path = args.checkpoint

@@ -24,7 +24,7 @@ from d3lm.config import load_config, load_run_config
 from d3lm.errors import D3lmError
 from d3lm.interrupt import Interrupted, at
 from d3lm.io import check_folder, check_not_inputs
-from d3lm.metrics.oracle_train import OracleConfig
+from d3lm.oracle.train import OracleConfig
 from d3lm.plugins import check_config
 from d3lm.rundir import RunDir
 
@@ -143,7 +143,7 @@ def evaluate(args: argparse.Namespace) -> str:
 
 
 def oracle_train(args: argparse.Namespace) -> str:
-    from d3lm.evaluate import oracle_train
+    from d3lm.oracle.datasets import oracle_train
 
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(OracleConfig)}
     made = oracle_train(args.dataset, Path(args.cache_dir), OracleConfig(**fields))

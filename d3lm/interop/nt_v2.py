@@ -40,6 +40,7 @@ from d3lm.io import atomic_path, write_text
 from d3lm.model.backbone import PRESETS, BackboneConfig, Embeddings, NTv2Encoder
 from d3lm.model.heads import LMHead
 from d3lm.registry import BACKBONES, OBJECTIVES, TOKENIZERS
+from d3lm.rundir import RunDir
 from d3lm.tokenizers.kmer import NT6merTokenizer
 
 _WB = ("weight", "bias")
@@ -296,20 +297,19 @@ def import_nt(directory: str | os.PathLike[str]) -> dict[str, Any]:
 def write_run(checkpoint: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> Path:
     """An ordinary run folder for an imported checkpoint: ``checkpoints/last.ckpt`` and a
     ``config.yaml`` (base defaults with the checkpoint's model), so ``d3lm sample`` reads it."""
-    run_dir = Path(run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists() or (run_dir / "config.yaml").exists():
-        raise D3lmError(f"{run_dir} holds a run already; choose a new folder")
+    run = RunDir(run_dir)
+    if run.last.exists() or run.config.exists():
+        raise D3lmError(f"{run} holds a run already; choose a new folder")
     hparams = checkpoint["hyper_parameters"]
     config = OmegaConf.merge(
         load_config(),
         {key: hparams[key] for key in ("tokenizer", "model", "diffusion", "optim", "seed")},
-        {"trainer": {"max_steps": hparams["max_steps"]}, "run": run_dir.name},
+        {"trainer": {"max_steps": hparams["max_steps"]}, "run": run.name},
     )
-    with atomic_path(last) as tmp:
+    with atomic_path(run.last) as tmp:
         torch.save(dict(checkpoint), tmp)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(config))
-    return run_dir
+    write_text(run.config, OmegaConf.to_yaml(config))
+    return run.path
 
 
 # -- export ---------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from d3lm.errors import D3lmError
 from d3lm.registry import LOGGERS
 from d3lm.rundir import LOGS, RunDir
 
-
 #: The MLflow server the process was started with: read once, because MLflow itself sets the
 #: variable to the first run's store, which would send every later run of the process there.
 TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
