@@ -1,15 +1,14 @@
 """``Sampler``: the one step loop every preset runs, composed from registered axes.
 
-The loop of one batch (a *cohort*) is a generator that yields its network requests and is sent
-the features. ``_refill`` keeps several cohorts in flight and answers all their waiting requests
-with one ``features`` call, starting new cohorts while that call is short of ``batch_size``
-rows: with ancestral counts, ReMDM or the feature cache, rows need the network at different
-steps, and static batches would run most calls on a fraction of the batch.
+The loop of one batch (a *cohort*, :mod:`d3lm.sampling.cohorts`) is a generator that yields its
+network requests and is sent the features, so several batches in flight share one network call:
+with ancestral counts, ReMDM or the feature cache, rows need the network at different steps,
+and static batches would run most calls on a fraction of the batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from d3lm.params import PositiveInt
 from d3lm.registry import COMMIT_COUNTS, REMASKERS, SCHEDULES, UNMASK_ORDERS
 from d3lm.sampling import rng
 from d3lm.sampling.base import StepContext
+from d3lm.sampling.cohorts import Cohort, Features, Request, Result, refill
 from d3lm.sampling.denoiser import Denoiser
 
 
@@ -45,66 +45,6 @@ class RunStats:
 
     nfe: Tensor  #: (n,)
     trace: Tensor  #: (n, L)
-
-
-@dataclass
-class _Request:
-    """One cohort's network call: ``ids`` (R, L) of the rows that need it and ``at`` (R, L), the
-    positions wanted (features (N, H)); None: every position (features (R, L, H))."""
-
-    ids: Tensor
-    at: Tensor | None
-
-
-#: What a cohort returns: ids (B, L), nfe (B,), trace (B, L).
-_Result = tuple[Tensor, Tensor, Tensor]
-#: A cohort yields requests, is sent their features and returns its result.
-_Cohort = Generator[_Request, Tensor, _Result]
-
-
-def _features(den: Denoiser, requests: list[_Request]) -> list[Tensor]:
-    """One ``features`` call for all ``requests`` (ids concatenated), split back per request.
-
-    Every cohort of a sampler asks for the same kind (``at`` or every position), so the
-    requests of a tick always merge."""
-    ids = torch.cat([r.ids for r in requests])
-    if requests[0].at is None:
-        return list(den.features(ids).split([len(r.ids) for r in requests]))
-    at = [r.at for r in requests if r.at is not None]
-    return list(den.features(ids, at=torch.cat(at)).split([int(a.sum()) for a in at]))
-
-
-def _refill(
-    den: Denoiser, cohorts: Iterator[_Cohort], batch_size: int
-) -> Iterator[tuple[int, _Result]]:
-    """Run ``cohorts`` with their requests merged; yields (cohort number, result) as each ends.
-
-    Each tick, the requests of every waiting cohort go into one network call; while they hold
-    fewer than ``batch_size`` rows, the next cohort starts and joins the tick, so the call stays
-    full until the queue is empty. Exact: a row's features do not depend on the other rows.
-    """
-    waiting: dict[int, tuple[_Cohort, _Request]] = {}
-    queue = enumerate(cohorts)
-
-    def advance(k: int, cohort: _Cohort, feats: Tensor | None) -> Iterator[tuple[int, _Result]]:
-        try:
-            waiting[k] = (cohort, next(cohort) if feats is None else cohort.send(feats))
-        except StopIteration as done:
-            yield k, done.value
-
-    while True:
-        while sum(len(request.ids) for _, request in waiting.values()) < batch_size:
-            new = next(queue, None)
-            if new is None:
-                break
-            yield from advance(*new, None)
-        if not waiting:
-            return
-        tick = list(waiting.items())
-        waiting.clear()
-        answers = _features(den, [request for _, (_, request) in tick])
-        for (k, (cohort, _)), feats in zip(tick, answers, strict=True):
-            yield from advance(k, cohort, feats)
 
 
 def _alpha_fn(schedule: Any) -> Callable[[float], float]:
@@ -236,10 +176,11 @@ class Sampler:
         """Fill the positions of ``ids`` (n, L) where ``known`` is False; known ones never change.
 
         Positions whose layout allows exactly one token are known too (e.g. ``<cls>``).
-        Sequences run in cohorts of ``batch_size`` whose network calls are merged (``_refill``),
-        so hook events of cohorts in flight interleave. ``first_index`` is the global id of the
-        first sequence (random draws and hook ``index`` follow it), so a slice of a larger job
-        (a worker's) draws exactly what the whole job draws there. ``progress`` shows
+        Sequences run in cohorts of ``batch_size`` whose network calls are merged
+        (``cohorts.refill``), so hook events of cohorts in flight interleave. ``first_index`` is
+        the global id of the first sequence (random draws and hook ``index`` follow it), so a
+        slice of a larger job (a worker's) draws exactly what the whole job draws there.
+        ``progress`` shows
         sequences done / total on stderr when it is a terminal.
         """
         layout = layout.to(torch.bool)
@@ -266,9 +207,9 @@ class Sampler:
             )
             for start in range(0, n, batch_size)
         )
-        results: dict[int, _Result] = {}
+        results: dict[int, Result] = {}
         bar = tqdm(total=n, desc="sample", unit="seq", disable=None if progress else True)
-        for k, result in _refill(denoiser, cohorts, batch_size):
+        for k, result in refill(denoiser, cohorts, batch_size):
             results[k] = result
             bar.update(len(result[0]))
         bar.close()
@@ -309,12 +250,12 @@ class Sampler:
         index: Tensor,
         seed: int,
         hook: Hook | None,
-    ) -> _Cohort:
+    ) -> Cohort:
         """The step loop of one cohort (global sequence ids ``index``): yields each network
-        request and is sent its features, so ``_refill`` can merge several cohorts' calls."""
+        request and is sent its features, so ``cohorts.refill`` can merge several cohorts' calls."""
         b, length = ids.shape
         free = ids == den.mask_id
-        state = _Features(den, ids, self.cache, self.sparse_head)
+        state = Features(den, ids, self.cache, self.sparse_head)
         confidence = torch.zeros(b, length, dtype=torch.float64, device=ids.device)
         trace = torch.full_like(ids, -1)
         keys = rng.row_keys(seed, index)
@@ -361,8 +302,8 @@ class Sampler:
         return ids, state.nfe, trace
 
     def _step_dense(
-        self, den: Denoiser, ctx: StepContext, state: _Features, layout: Tensor
-    ) -> Generator[_Request, Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
+        self, den: Denoiser, ctx: StepContext, state: Features, layout: Tensor
+    ) -> Generator[Request, Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Head and softmax first, then choose: for logit-reading axes, and the baseline (which
         evaluates every position, not only the eligible ones)."""
         where = ctx.eligible | ctx.committed if self.order.replans else ctx.eligible
@@ -387,8 +328,8 @@ class Sampler:
         return commit, remask, tokens, p_tok
 
     def _step_sparse(
-        self, den: Denoiser, ctx: StepContext, state: _Features, layout: Tensor
-    ) -> Generator[_Request, Tensor, tuple[Tensor, Tensor, Tensor]]:
+        self, den: Denoiser, ctx: StepContext, state: Features, layout: Tensor
+    ) -> Generator[Request, Tensor, tuple[Tensor, Tensor, Tensor]]:
         """Choose first, then head, softmax and draws only at the chosen positions."""
         commit = _top_set(self.order.scores(ctx), ctx.eligible, self.count(ctx))
         tokens = torch.zeros_like(ctx.ids)
@@ -401,49 +342,3 @@ class Sampler:
             tokens[r, c] = tok
             p_tok[r, c] = probs.gather(-1, tok[:, None]).squeeze(-1)
         return commit, tokens, p_tok
-
-
-class _Features:
-    """One cohort's features and network evaluations (NFE: one per sequence per call).
-
-    With ``cache``, a sequence's feature at a position stays valid until the sequence changes
-    (commit or remask; exact because the denoiser is not time-conditioned), and a sequence is
-    re-run only when a position it needs is not valid. Without it, every sequence is re-run
-    every step (the straightforward baseline). ``sparse``: the network computes only the
-    positions asked for (its last block runs there alone), else every position.
-    """
-
-    def __init__(self, den: Denoiser, ids: Tensor, cache: bool, sparse: bool) -> None:
-        if cache and den.time_conditioned:
-            raise ValueError("the feature cache needs a denoiser that is not time-conditioned")
-        self.cache, self.sparse = cache, sparse
-        self.feats: Tensor | None = None
-        self.valid = torch.zeros_like(ids, dtype=torch.bool)
-        self.nfe = torch.zeros(len(ids), dtype=torch.long)
-
-    def get(self, ids: Tensor, rows: Tensor, where: Tensor) -> Generator[_Request, Tensor, Tensor]:
-        """Features (B, L, H), valid at ``where`` (B, L) in ``rows`` (B,) (elsewhere: stale or
-        zero, and the step must not depend on them)."""
-        need = rows & (where & ~self.valid).any(1) if self.cache else torch.ones_like(rows)
-        if need.any():
-            feats = yield _Request(ids[need], where[need] if self.sparse else None)
-            if self.feats is None:
-                self.feats = feats.new_zeros((*ids.shape, feats.shape[-1]))
-            fresh = need[:, None] & where  # without ``sparse``, ``where`` is every position
-            self.feats[fresh] = feats.flatten(0, -2)
-            self.valid |= fresh
-            self.nfe += need.long().cpu()
-        assert self.feats is not None
-        return self.feats
-
-    def at(self, ids: Tensor, where: Tensor) -> Generator[_Request, Tensor, Tensor]:
-        """Features (N, H) at ``where`` (B, L) only, from rows with something there (every row
-        without the cache). Never cached: each of those rows commits right after, so its
-        features would be stale by the next call."""
-        need = where.any(1) if self.cache else torch.ones_like(where[:, 0])
-        self.nfe += need.long().cpu()
-        return (yield _Request(ids[need], where[need]))
-
-    def touched(self, rows: Tensor) -> None:
-        """Rows that changed: none of their features is valid any more."""
-        self.valid &= ~rows[:, None]
