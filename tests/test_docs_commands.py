@@ -300,3 +300,21 @@ def test_the_checks_fail_on_broken_commands(
     run, fail the check (argparse exits with SystemExit 2; the rest raise or return 2)."""
     with pytest.raises((AssertionError, SystemExit, D3lmError)):
         check(command, mode, dna_table)
+
+
+def test_the_command_table_names_real_commands() -> None:
+    """Every ``make TARGET`` and ``d3lm SUBCOMMAND`` the README's table names exists (targets
+    written in capitals, like ``ablation-GRID``, are patterns, checked through one instance)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Commands and make targets", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    targets = re.findall(r"`make ([\w-]+)", table)
+    subcommands = re.findall(r"`d3lm ([\w-]+)", table)
+    assert len(targets) >= 8 and len(subcommands) >= 10
+    make_dry_run([t.replace("GRID", "steps") for t in targets])
+    module = importlib.import_module(entry_point().__module__)
+    parser = module.build_parser()
+    for subcommand in subcommands:
+        with pytest.raises(SystemExit) as done:
+            parser.parse_args([subcommand, "--help"])
+        assert done.value.code == 0, subcommand
