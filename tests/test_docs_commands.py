@@ -318,3 +318,34 @@ def test_the_command_table_names_real_commands() -> None:
         with pytest.raises(SystemExit) as done:
             parser.parse_args([subcommand, "--help"])
         assert done.value.code == 0, subcommand
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings (lower case, punctuation dropped, spaces to
+    hyphens, ``-1``, ``-2`` ... on repeats)."""
+    out, seen, code = set(), {}, False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        code = code != line.startswith("```")
+        heading = None if code else re.match(r"^#+ (.*)", line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+            out.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+            seen[slug] = seen.get(slug, 0) + 1
+    return out
+
+
+def test_every_link_between_pages_resolves() -> None:
+    """The README, docs/ and the reports index link each other by file and heading: moving a
+    section must not leave a link behind."""
+    broken = []
+    for page in [*PAGES, ROOT / "reports" / "tiny" / "README.md"]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            path, _, anchor = target.partition("#")
+            if target.startswith("http"):
+                continue
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists() or (
+                anchor and dest.suffix == ".md" and anchor not in anchors(dest)
+            ):
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
