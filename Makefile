@@ -94,7 +94,8 @@ table-understanding: $(STAMP)
 tables: $(ABLATIONS) table-main table-understanding
 
 # Re-runs every analysis notebook whose results exist (they read results/ only), then the paper
-# claims table (reports/<SCALE>/claims.md and, at tiny, the README's copy).
+# claims table (reports/<SCALE>/claims.md and, at tiny, the README's copy), then the index page of
+# every table, reports/<SCALE>/README.md.
 figures: $(STAMP)
 	@for nb in $(GRIDS) main understanding; do \
 	  csv=$${D3LM_RESULTS:-results}/ablation-$$nb-$(SCALE).csv; \
@@ -103,6 +104,7 @@ figures: $(STAMP)
 	  else echo "skip analysis/$$nb.py: no $$csv yet"; fi; \
 	done
 	@echo "analysis/claims.py"; $(call NOTEBOOK,claims) > /dev/null
+	@echo "analysis/reports.py"; $(call NOTEBOOK,reports) > /dev/null
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

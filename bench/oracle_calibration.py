@@ -1,4 +1,4 @@
-"""Fréchet distances on the DHS task, against the full chr2 test split (README table).
+"""Fréchet distances on the DHS task, against the full chr2 test split (docs/data.md).
 
 Rows: real chr1 validation sequences, the baselines (order-5 Markov chain fitted on train,
 dinucleotide-shuffled validation sequences, uniform random), each ``--n`` sequences; columns:

@@ -212,3 +212,26 @@ def test_the_claims_table_decides_known_differences(analysis_env: Path) -> None:
     assert verdicts["Diffusion pretraining beats MLM on fine-tuning MCC"] == "undecided"
     assert set(verdicts.values()) <= {"reproduced", "contradicted", "undecided"}
     assert "seeds to resolve" in md and "n = 1,000 samples per point" in md
+
+
+def test_the_reports_index_carries_every_table_with_its_note(analysis_env: Path) -> None:
+    """``reports/<scale>/README.md`` (analysis/reports.py, the last step of ``make figures``):
+    each grid with rows gets its table and the line giving n, seeds and intervals, the command
+    that made it and links to its files; a grid without rows says so; a rerun writes the same
+    page."""
+    results, reports = analysis_env / "results", analysis_env / "reports" / "micro"
+    for name in ("steps", "main"):
+        rows = made_results(name).assign(n=1000)
+        rows.to_csv(results / f"ablation-{name}-micro.csv", index=False)
+        runpy.run_path(str(ANALYSIS / f"{name}.py"), run_name="__main__")
+    runpy.run_path(str(ANALYSIS / "reports.py"), run_name="__main__")
+    page = (reports / "README.md").read_text()
+    steps = (reports / "steps.md").read_text().split("\n\n")
+    assert "\n\n".join(steps[:3]) in page  # caption, table, note
+    assert "n = 1,000 samples per point; training seeds 0, 1" in page
+    assert "Paired against the reference point" not in page  # that stays in steps.md
+    assert "`make ablation-steps SCALE=micro`" in page and "`make table-main SCALE=micro`" in page
+    assert "[steps.md](steps.md)" in page and "![Denoising steps](steps.png)" in page
+    assert "`make ablation-temperature SCALE=micro` (paper Table 5): no rows in" in page
+    runpy.run_path(str(ANALYSIS / "reports.py"), run_name="__main__")
+    assert (reports / "README.md").read_text() == page
