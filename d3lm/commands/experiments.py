@@ -108,7 +108,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "sweep",
-        "Optuna sweep worker (SPACE.yaml), or `report`; see docs on sweeps and clusters",
+        "Optuna sweep worker (SPACE.yaml), or `report`; see docs/sweeps-and-cluster.md",
         sweep,
         (
             arg("space", help="search-space YAML (sweeps/<name>.yaml), or `report`"),
