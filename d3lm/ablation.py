@@ -59,34 +59,11 @@ from d3lm.io import atomic_path, write_text
 from d3lm.metrics.motifs import MotifScanner
 from d3lm.plugins import load_plugins
 from d3lm.preflight import check_layers, check_run_config, named
-from d3lm.registry import (
-    BACKBONES,
-    COMMIT_COUNTS,
-    OBJECTIVES,
-    REMASKERS,
-    SAMPLERS,
-    SCHEDULES,
-    TOKENIZERS,
-    UNMASK_ORDERS,
-    Registry,
-)
+from d3lm.registry import PLUGIN_KEYS, WILDCARD
 from d3lm.specfiles import describe, expect_mapping, read_mapping
 
 GRIDS_DIR = EXPERIMENTS_DIR / "ablations"
-WILDCARD = "*"
 GENERATED = runner.GENERATED
-
-#: Config keys that name a plugin: a ``"*"`` value there expands to every registered name.
-PLUGIN_KEYS: dict[str, Registry[Any]] = {
-    "tokenizer.name": TOKENIZERS,
-    "model.preset": BACKBONES,
-    "diffusion.schedule.name": SCHEDULES,
-    "diffusion.objective.name": OBJECTIVES,
-    "sample.sampler.name": SAMPLERS,
-    "sample.sampler.params.order": UNMASK_ORDERS,
-    "sample.sampler.params.count": COMMIT_COUNTS,
-    "sample.sampler.params.remasker": REMASKERS,
-}
 
 
 def free_tokens(layout: torch.Tensor) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from registered import examples
 from torch import Tensor, nn
 
 from d3lm.registry import SAMPLERS
@@ -63,6 +64,30 @@ def test_every_preset_gives_legal_complete_sequences(denoiser, preset):
     assert out.shape == (9, layout.shape[0]) and out.dtype == torch.long
     check_legal(out, layout)
     assert (out[:, 0] == CLS).all()
+
+
+#: Each sampler axis and the keyword that takes its params: every registered plugin of an axis is
+#: tested inside the default sampler (random order, fixed count, no remasking).
+AXES = {"unmask_order": "order", "commit_count": "count", "remasker": "remasker"}
+AXIS_CASES = [
+    pytest.param((kind, *case.values[0]), id=f"{kind}-{case.id}")
+    for kind in AXES
+    for case in examples(kind)
+]
+
+
+@pytest.mark.parametrize("case", AXIS_CASES)
+def test_every_axis_plugin_gives_legal_reproducible_batch_independent_samples(denoiser, case):
+    """An order, count or remasker: legal complete sequences, a function of the seed and of a
+    sequence's index only (not of the batch size)."""
+    kind, name, params = case
+    axis = AXES[kind]
+    sampler = Sampler(**{axis: name, f"{axis}_params": params}, steps=5)
+    layout = make_layout(6)
+    out = sampler.sample(denoiser, 12, layout, seed=2, batch_size=12)
+    assert out.shape == (12, layout.shape[0])
+    check_legal(out, layout)
+    assert torch.equal(sampler.sample(denoiser, 12, layout, seed=2, batch_size=5), out)
 
 
 def test_random_preset_is_the_paper_setting():

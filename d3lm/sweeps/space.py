@@ -41,11 +41,12 @@ import optuna
 from omegaconf import DictConfig
 
 from d3lm import runner
-from d3lm.ablation import PLUGIN_KEYS, SYMBOLS, WILDCARD
+from d3lm.ablation import SYMBOLS
 from d3lm.config import dotlist, flatten, load_config, load_run_config, scale_path
 from d3lm.errors import D3lmError
 from d3lm.plugins import load_plugins
 from d3lm.preflight import check_layers, check_run_config, named
+from d3lm.registry import PLUGIN_KEYS, WILDCARD
 from d3lm.specfiles import describe, expect_mapping, read_mapping
 
 #: Objectives read from the run's Lightning log (the last validation value).
@@ -287,8 +288,7 @@ def _categorical(where: str, name: str, choices: Any) -> Param:
     if WILDCARD in choices:
         if name not in PLUGIN_KEYS:
             raise D3lmError(f"{where}: '*' needs a plugin key ({', '.join(PLUGIN_KEYS)})")
-        listed = [c for c in choices if c != WILDCARD]
-        choices = listed + [n for n in PLUGIN_KEYS[name].names() if n not in listed]
+        choices = PLUGIN_KEYS[name].expand(choices)
     bad = [c for c in choices if c is not None and not isinstance(c, (bool, int, float, str))]
     if any(isinstance(c, Mapping) for c in choices):
         # coupled overrides, chosen by label; a scalar among them sets the entry's own key
