@@ -1,6 +1,8 @@
 import pytest
 
+from d3lm import finetune, runner
 from d3lm.config import ConfigError, load_config, load_run_config
+from d3lm.params import CONFIG_RANGES
 
 
 def test_layers_merge_in_order(tmp_path):
@@ -37,3 +39,13 @@ def test_run_config_round_trips(tmp_path):
     assert again.model == cfg.model
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         load_run_config(tmp_path / "nope")
+
+
+def test_value_rules_apply_to_every_config_key_of_their_name():
+    """One rule per key name, used by the run and the fine-tuning config alike: no rule for a
+    name that no config declares, and a key of both (``weight_decay``) checked the same way."""
+    tables = [runner.RANGES, finetune.RANGES]
+    assert {key.rsplit(".", 1)[-1] for table in tables for key in table} == set(CONFIG_RANGES)
+    assert runner.RANGES["optim.weight_decay"] is finetune.RANGES["weight_decay"]
+    assert "trainer.max_steps" in runner.RANGES and "max_steps" in finetune.RANGES
+    assert not any(key.startswith("sample.") for key in runner.RANGES)  # SAMPLE_RANGES' own
