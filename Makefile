@@ -19,7 +19,9 @@ SHARD ?=
 ABLATE = $(VENV)/bin/d3lm ablation --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) \
 	$(if $(SEI_WEIGHTS),--sei-weights $(SEI_WEIGHTS)) $(if $(SHARD),--shard $(SHARD))
 NOTEBOOK = SCALE=$(SCALE) $(PY) analysis/$(1).py
-GRIDS := tokenization schedule sampling steps temperature
+# Every grid file but main (its own target, table-main): a new experiments/ablations/NAME.yaml gets
+# ablation-NAME and a place in tables and figures (with its analysis/NAME.py) unchanged.
+GRIDS := $(filter-out main,$(sort $(basename $(notdir $(wildcard experiments/ablations/*.yaml)))))
 ABLATIONS := $(GRIDS:%=ablation-%)
 
 .PHONY: venv demo test lint bench learnability clean tables figures table-main \

@@ -24,6 +24,7 @@ import yaml
 
 from d3lm import stats
 from d3lm.io import write_text
+from d3lm.metrics.scores import ScoreField
 
 #: Reference rows, in table order, with the names the tables print.
 REFERENCE_SETS = {
@@ -47,49 +48,12 @@ GENERATION_METRICS = [
     "nearest_mean",
 ]
 
-#: How to pick the best generated row of a metric: lowest, highest, or closest to real DNA.
-GOALS = {
-    "fd_sei": "min",
-    "kid_oracle": "min",
-    "kid_kmer": "min",
-    "fd_oracle": "min",
-    "fd_kmer": "min",
-    "js_k4": "min",
-    "js_k6": "min",
-    "val_bpn": "min",
-    "gc_content": "real",
-    "gc_ratio_gc_at": "real",
-    "gc_ratio_g_c": "real",
-    "cpg_oe": "real",
-    "fraction_unique": "max",
-    "mean_hamming": "real",
-    "nearest_mean": "real",
-    "fraction_copies": "min",
-}
-
-#: Column titles of the printed tables.
-TITLES = {
-    "fd_sei": "SFID",
-    "kid_oracle": "KID oracle ×10³",
-    "kid_kmer": "KID k-mer ×10³",
-    "fd_oracle": "FD oracle",
-    "fd_kmer": "FD k-mer",
-    "js_k4": "JS 4-mer",
-    "js_k6": "JS 6-mer",
-    "val_bpn": "val bits/nt",
-    "gc_content": "GC",
-    "gc_ratio_gc_at": "GC ratio (G+C)/(A+T)",
-    "gc_ratio_g_c": "G/C",
-    "cpg_oe": "CpG o/e",
-    "fraction_unique": "unique",
-    "mean_hamming": "diversity (Hamming)",
-    "nearest_mean": "novelty (nearest train)",
-    "fraction_copies": "train copies",
-}
-
-
-#: Metrics printed in other units than stored (KID is ~1e-3 here: shown x 10^3).
-DISPLAY_SCALE = {"kid_oracle": 1e3, "kid_kmer": 1e3, "kid_sei": 1e3}
+#: How to pick the best generated row of a metric (lowest, highest, or closest to real DNA), the
+#: column title of the printed tables and the factor a value is printed with (KID is ~1e-3
+#: here: shown x 10^3), as each metric declares them.
+GOALS = ScoreField("goal")
+TITLES = ScoreField("title")
+DISPLAY_SCALE = ScoreField("scale")
 #: Rows of a metric ``m`` that hold its within-seed bootstrap interval (``d3lm evaluate``).
 LOW, HIGH = "_lo", "_hi"
 CONFIDENCE = 0.95

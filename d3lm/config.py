@@ -18,11 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from d3lm.errors import D3lmError, NotFound
+from d3lm.params import CONFIG_RANGES, Range
 from d3lm.rundir import RunDir
 
 EXPERIMENTS_DIR = Path(
     os.environ.get("D3LM_EXPERIMENTS", Path(__file__).parents[1] / "experiments")
 )
+#: Declares every key of a run (``d3lm train``).
+BASE_YAML = EXPERIMENTS_DIR / "base.yaml"
 
 
 class ConfigError(D3lmError):
@@ -66,7 +69,7 @@ def load_config(
     declared by ``experiments/finetune.yaml``). ``overrides_source`` names the overrides in
     errors, so a grid or space file entry checked on its own is reported as itself, not as the
     command line."""
-    base_path = Path(base_file or EXPERIMENTS_DIR / "base.yaml")
+    base_path = Path(base_file or BASE_YAML)
     base = OmegaConf.load(base_path)
     config = base.copy()
     OmegaConf.set_struct(config, True)
@@ -161,6 +164,17 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[dotted] = value
     return out
+
+
+def config_ranges(base_file: Path, skip: Sequence[str] = ()) -> dict[str, Range]:
+    """Dotted key -> its :data:`d3lm.params.CONFIG_RANGES` rule, for every key that ``base_file``
+    declares and whose last part has a rule, outside the sections in ``skip``."""
+    keys = flatten(OmegaConf.to_container(OmegaConf.load(base_file)))  # type: ignore[arg-type]
+    return {
+        key: CONFIG_RANGES[key.rsplit(".", 1)[-1]]
+        for key in keys
+        if key.rsplit(".", 1)[-1] in CONFIG_RANGES and key.split(".", 1)[0] not in skip
+    }
 
 
 def dotlist(overrides: Mapping[str, Any]) -> list[str]:

@@ -8,8 +8,10 @@ belongs is one line naming the parameter, its value and what it accepts, instead
 cached dataset or a comparison error deep inside the plugin. Only numbers and booleans are
 checked; other annotations (paths, mappings, plugins) stay the plugin's own business.
 
-The config range tables (``runner.RANGES``, ``finetune.RANGES``) hold the same :class:`Range`
-values, so a seed means the same thing everywhere.
+Config values are checked by the same :class:`Range` values: :data:`CONFIG_RANGES` holds one rule
+per key name, and :func:`d3lm.config.config_ranges` applies it to every key of that name a config
+file declares (``runner.RANGES``, ``finetune.RANGES``), so a seed, a step count or a learning
+rate means the same thing everywhere.
 """
 
 from __future__ import annotations
@@ -58,7 +60,35 @@ PositiveFloat = Annotated[float, above(0)]
 NonNegativeFloat = Annotated[float, at_least(0)]
 #: A probability that may be 0 but never 1 (dropout: 1 would drop every feature).
 Probability = Annotated[float, Range(lambda v: 0 <= v < 1, "in [0, 1)")]
-UnitInterval = Annotated[float, Range(lambda v: 0 <= v <= 1, "in [0, 1]")]
+UNIT = Range(lambda v: 0 <= v <= 1, "in [0, 1]")
+UnitInterval = Annotated[float, UNIT]
+
+#: What a config key of each name accepts (its last dotted part): values the trainer would not
+#: check, or would accept and then train nothing (``max_steps=0`` saves an untouched model,
+#: ``lr=0`` never moves it). Keys whose default is null take :func:`integer_at_least`, since the
+#: config's own type check cannot see their type.
+CONFIG_RANGES: dict[str, Range] = {
+    "seed": SEED,
+    "num_classes": integer_at_least(2),
+    "max_steps": at_least(1),
+    "max_epochs": integer_at_least(1),
+    "num_nodes": at_least(1),
+    "val_check_interval": at_least(1),
+    "checkpoint_every_n_steps": at_least(1),
+    "log_every_n_steps": at_least(1),
+    "limit_val_batches": at_least(0),
+    "gradient_clip_val": at_least(0),
+    "patience": at_least(1),
+    "lr": above(0),
+    "lr_head": above(0),
+    "lr_body": above(0),
+    "weight_decay": at_least(0),
+    "warmup_steps": at_least(0),
+    "min_lr_ratio": UNIT,
+    "batch_size": at_least(1),
+    "eval_batch_size": at_least(1),
+    "num_workers": at_least(0),
+}
 
 
 def _is_int(value: Any) -> bool:
@@ -139,7 +169,9 @@ def check_values(factory: Callable[..., Any], params: Mapping[str, Any]) -> str 
 
 
 __all__ = [
+    "CONFIG_RANGES",
     "SEED",
+    "UNIT",
     "NonNegativeFloat",
     "NonNegativeInt",
     "PositiveFloat",

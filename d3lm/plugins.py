@@ -1,7 +1,9 @@
 """Loads every plugin: the built-in packages and third-party ones declared as entry points.
 
-A third-party package adds a tokenizer, schedule or sampler by registering it at import time and
-declaring ``[project.entry-points."d3lm.plugins"] my_name = "my_package.module"``.
+The built-in packages are the registries' homes (:class:`d3lm.registry.Registry`), so a new kind
+is loaded where it is declared. A third-party package adds a tokenizer, schedule or sampler by
+registering it at import time and declaring
+``[project.entry-points."d3lm.plugins"] my_name = "my_package.module"``.
 """
 
 from __future__ import annotations
@@ -15,23 +17,19 @@ from omegaconf import DictConfig, OmegaConf
 from d3lm.registry import BACKBONES, OBJECTIVES, REGISTRIES, SAMPLERS, SCHEDULES, TOKENIZERS
 from d3lm.tokenizers.base import Tokenizer
 
-BUILTIN = (
-    "d3lm.tokenizers",
-    "d3lm.model",
-    "d3lm.diffusion",
-    "d3lm.sampling",
-    "d3lm.data",
-    "d3lm.tasks",
-    "d3lm.metrics",
-    "d3lm.baselines",
-    "d3lm.lit.loggers",
-)
+#: The entry-point group of third-party plugin modules.
+ENTRY_POINTS = "d3lm.plugins"
+
+
+def builtin_packages() -> list[str]:
+    """Every registry's ``home``: the packages whose import registers the built-in plugins."""
+    return list(dict.fromkeys(r.home for r in REGISTRIES.values() if r.home is not None))
 
 
 def load_plugins() -> None:
-    for module in BUILTIN:
+    for module in builtin_packages():
         importlib.import_module(module)
-    for entry in entry_points(group="d3lm.plugins"):
+    for entry in entry_points(group=ENTRY_POINTS):
         entry.load()
 
 

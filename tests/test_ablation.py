@@ -134,8 +134,8 @@ def test_sampling_axes_expand_every_sampler_and_steps_per_token() -> None:
     assert [p.labels["sampler"] for p in sampling.sample_points()] == list(SAMPLERS.names())
     steps = [p.labels["steps"] for p in load_grid("steps").sample_points()]
     assert steps[-1] == "per_token" and steps[:-1] == ["5", "10", "25", "50", "100", "200"]
-    for name in ("schedule", "sampling", "steps", "temperature"):
-        check_plugins(load_grid(name))
+    for path in GRIDS:
+        check_plugins(load_grid(path))
 
 
 @pytest.mark.parametrize(

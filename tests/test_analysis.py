@@ -13,10 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from d3lm.experiments.ablation import load_grid
+from d3lm.evaluate import Evaluator, build_extractors
+from d3lm.experiments.ablation import GRIDS_DIR, load_grid
+from d3lm.metrics.scores import score
 
 ANALYSIS = Path(__file__).parents[1] / "analysis"
-NOTEBOOKS = ["tokenization", "schedule", "sampling", "steps", "temperature", "main"]
+#: Every shipped grid has its notebook.
+NOTEBOOKS = sorted(path.stem for path in GRIDS_DIR.glob("*.yaml"))
 METRICS = ["val_bpn", "fd_kmer", "fd_oracle", "js_k6", "gc_ratio_gc_at", "gc_ratio_g_c"]
 METRICS += ["cpg_oe", "fraction_unique", "mean_hamming", "nearest_mean", "fraction_copies"]
 REFERENCES = ["real", "markov", "shuffle", "uniform"]
@@ -98,6 +101,23 @@ def test_notebook_tables_carry_every_point(analysis_env: Path, name: str) -> Non
         assert path.read_bytes()[:4] == b"\x89PNG"
         assert path.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
     assert list(reports.glob(f"{name}*.png"))
+
+
+def test_goals_titles_and_units_are_the_metrics_declarations(
+    analysis_env: Path, tmp_path: Path
+) -> None:
+    """Every score the evaluator writes has a goal and a title, read from its declaration;
+    a feature space added anywhere gets them too."""
+    import tables
+
+    assert tables.TITLES["fd_sei"] == "SFID" and tables.TITLES["kid_kmer"] == "KID k-mer ×10³"
+    assert tables.GOALS["gc_ratio_gc_at"] == "real" and tables.GOALS["fraction_unique"] == "max"
+    assert tables.GOALS["fd_other"] == "min" and tables.DISPLAY_SCALE["kid_other"] == 1e3
+    assert tables.GOALS.get("kid_oracle_lo") is None and tables.DISPLAY_SCALE.get("n", 1.0) == 1.0
+    seqs = ["ACGTACGTAAGGCCTT", "TTGCAACGTAGCATGC", "GGGCCCAATTACGATC", "ACACGTGTCAGTCAGT"]
+    written = Evaluator(seqs, build_extractors({"kmer": {}}, tmp_path), train=seqs).score(seqs)
+    undeclared = [m for m in written if score(m) is None and not m.endswith(("_std", "_lo", "_hi"))]
+    assert not undeclared
 
 
 def test_summary_golden_values_and_bold(analysis_env: Path) -> None:

@@ -1,6 +1,9 @@
 import pytest
 
 from d3lm.config import ConfigError, load_config, load_run_config
+from d3lm.params import CONFIG_RANGES
+from d3lm.stages.finetune import RANGES as FINETUNE_RANGES
+from d3lm.stages.ranges import RANGES as RUN_RANGES
 
 
 def test_layers_merge_in_order(tmp_path):
@@ -37,3 +40,13 @@ def test_run_config_round_trips(tmp_path):
     assert again.model == cfg.model
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         load_run_config(tmp_path / "nope")
+
+
+def test_value_rules_apply_to_every_config_key_of_their_name():
+    """One rule per key name, used by the run and the fine-tuning config alike: no rule for a
+    name that no config declares, and a key of both (``weight_decay``) checked the same way."""
+    tables = [RUN_RANGES, FINETUNE_RANGES]
+    assert {key.rsplit(".", 1)[-1] for table in tables for key in table} == set(CONFIG_RANGES)
+    assert RUN_RANGES["optim.weight_decay"] is FINETUNE_RANGES["weight_decay"]
+    assert "trainer.max_steps" in RUN_RANGES and "max_steps" in FINETUNE_RANGES
+    assert not any(key.startswith("sample.") for key in RUN_RANGES)  # SAMPLE_RANGES' own

@@ -1,4 +1,5 @@
-"""Noise schedules and the masked-diffusion objective."""
+"""Noise schedules (every registered one, with the examples it declares) and the masked-diffusion
+objective."""
 
 from __future__ import annotations
 
@@ -6,17 +7,17 @@ import math
 
 import pytest
 import torch
+from registered import examples
 
 from d3lm.diffusion import Linear, MaskedDiffusion, NoiseSchedule
 from d3lm.registry import OBJECTIVES, SCHEDULES
 
-SCHEDULE_PARAMS = {"linear": {}, "cosine": {}, "loglinear": {"eps": 1e-3}, "polynomial": {"p": 3}}
 MASK_ID = 2
 
 
-@pytest.mark.parametrize("name", sorted(SCHEDULE_PARAMS))
-def test_weight_is_minus_autograd_derivative_over_one_minus_alpha(name: str) -> None:
-    schedule: NoiseSchedule = SCHEDULES.build(name, SCHEDULE_PARAMS[name])
+@pytest.mark.parametrize("case", examples("schedule"))
+def test_weight_is_minus_autograd_derivative_over_one_minus_alpha(case) -> None:
+    schedule: NoiseSchedule = SCHEDULES.build(*case)
     t = torch.linspace(1e-3, 1.0, 101, dtype=torch.float64, requires_grad=True)
     alpha = schedule.alpha(t)
     (autograd_prime,) = torch.autograd.grad(alpha.sum(), t)
@@ -30,9 +31,9 @@ def test_weight_is_minus_autograd_derivative_over_one_minus_alpha(name: str) -> 
     torch.testing.assert_close(schedule.weight(t32), schedule.weight(t32.double()).float())
 
 
-@pytest.mark.parametrize("name", sorted(SCHEDULE_PARAMS))
-def test_boundary_values(name: str) -> None:
-    schedule = SCHEDULES.build(name, SCHEDULE_PARAMS[name])
+@pytest.mark.parametrize("case", examples("schedule"))
+def test_boundary_values(case) -> None:
+    schedule = SCHEDULES.build(*case)
     ends = schedule.alpha(torch.tensor([0.0, 1.0]))
     assert ends[0] == pytest.approx(1.0)
     assert ends[1] == pytest.approx(0.0, abs=1e-3)

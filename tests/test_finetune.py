@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from d3lm.cli import main
 from d3lm.config import load_config
 from d3lm.errors import D3lmError
-from d3lm.lit.classifier import SequenceClassifier
 from d3lm.interop.nt_v2 import export_nt, import_nt, write_run
+from d3lm.lit.classifier import SequenceClassifier
 from d3lm.rundir import RunDir
 from d3lm.stages.checkpoints import read_checkpoint
 from d3lm.stages.classifier import load_classifier, new_model

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import micro_config
 from omegaconf import OmegaConf
+from registered import registered
 from torch import Tensor
 
 from d3lm.cli import main
@@ -22,7 +23,7 @@ from d3lm.errors import D3lmError
 from d3lm.model import PRESETS as SIZES
 from d3lm.model import LMHead, NTv2Encoder
 from d3lm.registry import SAMPLERS
-from d3lm.sampling import PRESETS, NetworkDenoiser, Sampler, StepContext, StepEvent, rng
+from d3lm.sampling import NetworkDenoiser, Sampler, StepContext, StepEvent, rng
 from d3lm.sampling import workers as sampling_workers
 from d3lm.sampling.loop import _inverse_cdf, _top_set
 from d3lm.stages.sample import sample, sample_device
@@ -121,7 +122,7 @@ def straightforward(s: Sampler, den: NetworkDenoiser, n: int, layout: Tensor, se
 # ---- refill: same ids as the definition, for every preset and batch size ---------------------
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", registered("sampler"))
 def test_every_preset_draws_what_the_definition_draws(micro, preset):
     """ReMDM matches here because no cohort runs out of masked positions before its last step
     (one that does stops there, so its rows are remasked no more: today's behaviour)."""

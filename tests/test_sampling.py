@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from registered import examples, registered
 from torch import Tensor, nn
 
 from d3lm.registry import SAMPLERS
-from d3lm.sampling import PRESETS, NetworkDenoiser, Sampler, StepEvent
+from d3lm.sampling import NetworkDenoiser, Sampler, StepEvent
 
 # A tiny tokenizer-shaped layout: <pad> <mask> <cls> <unk>, 16 "dimers", 4 single nucleotides.
 MASK, CLS, V = 1, 2, 24
@@ -55,7 +56,7 @@ def check_legal(out: Tensor, layout: Tensor) -> None:
     assert layout.gather(1, out.T).T.all(), "an illegal token was drawn"
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", registered("sampler"))
 def test_every_preset_gives_legal_complete_sequences(denoiser, preset):
     layout = make_layout()
     sampler = SAMPLERS.build(preset, {"steps": 6})
@@ -63,6 +64,30 @@ def test_every_preset_gives_legal_complete_sequences(denoiser, preset):
     assert out.shape == (9, layout.shape[0]) and out.dtype == torch.long
     check_legal(out, layout)
     assert (out[:, 0] == CLS).all()
+
+
+#: Each sampler axis and the keyword that takes its params: every registered plugin of an axis is
+#: tested inside the default sampler (random order, fixed count, no remasking).
+AXES = {"unmask_order": "order", "commit_count": "count", "remasker": "remasker"}
+AXIS_CASES = [
+    pytest.param((kind, *case.values[0]), id=f"{kind}-{case.id}")
+    for kind in AXES
+    for case in examples(kind)
+]
+
+
+@pytest.mark.parametrize("case", AXIS_CASES)
+def test_every_axis_plugin_gives_legal_reproducible_batch_independent_samples(denoiser, case):
+    """An order, count or remasker: legal complete sequences, a function of the seed and of a
+    sequence's index only (not of the batch size)."""
+    kind, name, params = case
+    axis = AXES[kind]
+    sampler = Sampler(**{axis: name, f"{axis}_params": params}, steps=5)
+    layout = make_layout(6)
+    out = sampler.sample(denoiser, 12, layout, seed=2, batch_size=12)
+    assert out.shape == (12, layout.shape[0])
+    check_legal(out, layout)
+    assert torch.equal(sampler.sample(denoiser, 12, layout, seed=2, batch_size=5), out)
 
 
 def test_random_preset_is_the_paper_setting():
@@ -78,7 +103,7 @@ def test_seed_reproduces_and_changes(denoiser):
     assert not torch.equal(a, s.sample(denoiser, 16, layout, seed=8))
 
 
-@pytest.mark.parametrize("preset", ["random", "ancestral", "confidence", "p2", "remdm"])
+@pytest.mark.parametrize("preset", registered("sampler"))
 def test_output_does_not_depend_on_batch_size(denoiser, preset):
     layout, s = make_layout(8), SAMPLERS.build(preset, {"steps": 5})
     ref = s.sample(denoiser, 64, layout, seed=3, batch_size=64)
@@ -116,7 +141,7 @@ def test_ancestral_accepts_schedule_name_object_or_callable(denoiser, schedule):
     assert s.alpha(1.0) == pytest.approx(0.0, abs=1e-12) and s.alpha(0.0) == 1.0
 
 
-@pytest.mark.parametrize("preset", ["random", "ancestral", "confidence", "p2"])
+@pytest.mark.parametrize("preset", registered("sampler"))
 def test_optimised_loop_draws_the_same_tokens_as_straightforward(denoiser, preset):
     layout = make_layout(8)
     fast = SAMPLERS.build(preset, {"steps": 5})

@@ -1,4 +1,5 @@
-"""Every tokeniser, every length 1..300: sampled ids decode to exactly the requested bp.
+"""Every registered tokeniser (each example it declares), every length 1..300: sampled ids
+decode to exactly the requested bp.
 
 The denoiser is a cheap random network that puts real probability on every token, specials and
 N included, so only the tokeniser's layout keeps the sampler on legal tokens.
@@ -6,13 +7,12 @@ N included, so only the tokeniser's layout keeps the sampler on legal tokens.
 
 import pytest
 import torch
+from registered import build_tokenizer, examples
 from torch import Tensor
 
-from d3lm.registry import SAMPLERS, TOKENIZERS
+from d3lm.registry import SAMPLERS
 from d3lm.sampling import NetworkDenoiser
 from d3lm.tokenizers import Tokenizer
-
-TOKENIZER_SPECS = [("nt6mer", {})] + [("kmer", {"k": k}) for k in range(1, 7)]
 
 
 def random_denoiser(tok: Tokenizer) -> NetworkDenoiser:
@@ -29,9 +29,10 @@ def random_denoiser(tok: Tokenizer) -> NetworkDenoiser:
     return NetworkDenoiser(encode, head, tok.mask_id, tok.vocab_size)
 
 
-@pytest.mark.parametrize(("name", "params"), TOKENIZER_SPECS, ids=lambda x: str(x))
-def test_random_sampler_returns_exact_length_for_every_length(name, params, one_thread):
-    tok = TOKENIZERS.build(name, params)
+@pytest.mark.parametrize("case", examples("tokenizer"))
+def test_random_sampler_returns_exact_length_for_every_length(case, one_thread):
+    name, params = case
+    tok = build_tokenizer(name, params)
     den = random_denoiser(tok)
     sampler = SAMPLERS.build("random", {"steps": 3})
     for n_bp in range(1, 301):

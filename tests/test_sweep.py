@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import inspect
 import json
 import os
 import pwd
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -28,13 +30,14 @@ from d3lm.cli import main
 from d3lm.config import load_config, load_run_config
 from d3lm.errors import D3lmError
 from d3lm.evaluate import Evaluator, build_extractors
+from d3lm.metrics.motifs import compare_rates
 from d3lm.rundir import RunDir
 from d3lm.stages.results import git_revision
 from d3lm.stages.score import read_samples
 from d3lm.stages.train import train
 from d3lm.sweeps import load_space, run_worker, urls
 from d3lm.sweeps.report import report
-from d3lm.sweeps.space import EVAL_METRICS, LOG_METRICS
+from d3lm.sweeps.space import EVAL_METRICS, LOG_METRICS, MOTIF_METRICS, PRUNERS, SAMPLERS
 from d3lm.sweeps.storage import open_storage
 from d3lm.sweeps.worker import Team, device_overrides, open_study
 
@@ -180,6 +183,27 @@ def test_known_evaluation_metrics_are_the_evaluators(tmp_path: Path) -> None:
     scores = Evaluator(seqs, build_extractors({}, tmp_path), train=seqs).score(seqs)
     assert set(scores) == set(EVAL_METRICS)
     assert not set(LOG_METRICS) & set(scores)
+
+
+def test_known_motif_metrics_are_the_scanners() -> None:
+    rates = np.array([1.0, 2.0, 3.0])
+    assert set(compare_rates(rates, rates[::-1])) == set(MOTIF_METRICS)
+
+
+def test_every_optuna_sampler_and_pruner_is_known_by_name() -> None:
+    """Read from Optuna: its next sampler is usable in a space file with no edit here."""
+    for module, base, known in (
+        (optuna.samplers, optuna.samplers.BaseSampler, SAMPLERS),
+        (optuna.pruners, optuna.pruners.BasePruner, PRUNERS),
+    ):
+        exported = {getattr(module, n) for n in module.__all__}
+        kinds = {c for c in exported if isinstance(c, type) and issubclass(c, base)}
+        concrete = {c for c in kinds if not inspect.isabstract(c)}
+        assert set(known.values()) == concrete
+    assert SAMPLERS["tpe"] is optuna.samplers.TPESampler
+    assert SAMPLERS["cma_es"] is optuna.samplers.CmaEsSampler
+    assert PRUNERS["successive_halving"] is optuna.pruners.SuccessiveHalvingPruner
+    assert PRUNERS["none"] is optuna.pruners.NopPruner and "nop" not in PRUNERS
 
 
 def _bad(space: dict, **change: object) -> dict:

@@ -7,14 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from genome_fixture import annotation, fake_apt, genome
+from registered import examples
 
 from d3lm.data.benchmarks import GenomicTask, genomic_windows
 from d3lm.data.fasta import write_fasta
 from d3lm.data.genome import WindowConfig
 from d3lm.errors import D3lmError
 from d3lm.plugins import catalogue
+from d3lm.registry import TASKS
 from d3lm.tasks import load_task
-from d3lm.tasks.base import assign_classes
+from d3lm.tasks.base import METRICS, Task, assign_classes
 from d3lm.tasks.genomic import _GenomicTask
 
 SPLIT = WindowConfig(block_size=100_000)
@@ -116,6 +118,22 @@ def test_dhs_celltype_uses_the_dhs_table_and_its_split(tmp_path):
     assert table.info.classes == ("GM12878", "HepG2", "K562", "hESCT0")
     assert table.frame["y"].tolist() == [2, 3, 2, 3]
     assert table.frame["split"].tolist() == ["train", "train", "valid", "test"]
+
+
+@pytest.mark.parametrize("case", examples("task"))
+def test_every_registered_task_declares_what_a_run_needs(case):
+    """Built offline (sources are fetched only by ``prepare``): its registered name is the name
+    its cache folder and rows carry, at least two distinct classes, a known primary metric."""
+    name, params = case
+    task = TASKS.build(name, params)
+    assert isinstance(task, Task)
+    assert task.name == task.info.name == name
+    assert task.folder.split("-", 1)[0] == name
+    classes = task.info.classes
+    assert len(classes) >= 2 and len(set(classes)) == len(classes)
+    assert all(isinstance(c, str) and c for c in classes)
+    assert task.info.metric in METRICS
+    assert params.get("length", task.info.length) == task.info.length
 
 
 def test_tasks_are_listed_as_plugins():

@@ -1,4 +1,7 @@
-"""Tokenisers: NT v2 golden ids, exact round trips at every length, errors, batching, layouts."""
+"""Tokenisers: NT v2 golden ids, exact round trips at every length, errors, batching, layouts.
+
+The contract tests run on every registered tokenizer with every example it declares
+(:mod:`registered`); the k-mer tests on those that are k-mer tokenizers."""
 
 from __future__ import annotations
 
@@ -9,21 +12,27 @@ import re
 import numpy as np
 import pytest
 import torch
+from registered import build_tokenizer, examples
 
 from d3lm.registry import TOKENIZERS, UnknownPluginError
 from d3lm.tokenizers import KmerTokenizer, NT6merTokenizer, Tokenizer, kmer
 
-ALL = [*(KmerTokenizer(k) for k in range(1, 7)), NT6merTokenizer()]
-ALL += [KmerTokenizer(3, add_cls=False), NT6merTokenizer(add_cls=False)]
+CASES = examples("tokenizer")
+KMER_CASES = [c for c in CASES if issubclass(TOKENIZERS.get(c.values[0][0]), KmerTokenizer)]
 
 
 def _random_dna(rng: random.Random, n: int, alphabet: str = "ACGT") -> str:
     return "".join(rng.choice(alphabet) for _ in range(n))
 
 
-@pytest.fixture(params=ALL, ids=repr)
+@pytest.fixture(scope="module", params=CASES)
 def tok(request: pytest.FixtureRequest) -> Tokenizer:
-    return request.param
+    return build_tokenizer(*request.param)
+
+
+@pytest.fixture(scope="module", params=KMER_CASES)
+def kmer_tok(request: pytest.FixtureRequest) -> Tokenizer:
+    return build_tokenizer(*request.param)
 
 
 def test_nt6mer_vocabulary_matches_nt_v2(tmp_path) -> None:
@@ -80,9 +89,15 @@ def test_exact_round_trip_every_length(tok: Tokenizer) -> None:
             assert tok.unk_id not in ids
             assert tok.decode(ids) == seq
             assert int(tok.token_lengths[ids].sum()) == n
-            assert len(ids) == int(tok.add_cls) + n // tok.nucleotides_per_token + (
-                n % tok.nucleotides_per_token
-            )
+
+
+def test_kmer_tail_is_single_nucleotides(kmer_tok: Tokenizer) -> None:
+    """n bp are n // k whole k-mers and n % k single nucleotides."""
+    tok, rng = kmer_tok, random.Random(0)
+    for n in range(1, 51):
+        ids = tok.encode(_random_dna(rng, n))
+        k = tok.nucleotides_per_token
+        assert len(ids) == int(tok.add_cls) + n // k + n % k
 
 
 def test_round_trip_with_n(tok: Tokenizer) -> None:
@@ -187,24 +202,35 @@ def test_batch_encode_fixed_length(tok: Tokenizer) -> None:
 
 def test_layout_any_legal_ids_decode_to_exact_length(tok: Tokenizer) -> None:
     rng = np.random.default_rng(3)
-    k, first = tok.nucleotides_per_token, int(tok.add_cls)
+    first = int(tok.add_cls)
     lengths = tok.token_lengths.numpy()
     for n_bp in range(1, 301):
         layout = tok.layout(n_bp)
         assert layout.dtype == torch.bool
         legal = layout.numpy()  # numpy keeps this loop fast on a busy CPU
-        assert legal.shape == (len(tok.encode("A" * n_bp)), tok.vocab_size)
+        assert legal.shape[1] == tok.vocab_size
         assert not legal[first:, tok.special_ids].any()
         if tok.add_cls:
             assert np.flatnonzero(legal[0]).tolist() == [tok.cls_id]
-        assert legal.sum(axis=1)[first:].tolist() == [4**k] * (n_bp // k) + [4] * (n_bp % k)
         # one random legal token per position
         ids = (rng.random(legal.shape) * legal).argmax(axis=1).tolist()
         seq = tok.decode(ids)
         assert len(seq) == n_bp
         assert set(seq) <= set("ACGT")
-        assert tok.encode(seq) == ids
         assert int(lengths[ids].sum()) == n_bp
+
+
+def test_kmer_layout_is_the_encoding_of_any_legal_sequence(kmer_tok: Tokenizer) -> None:
+    """k-mer layouts fix the canonical segmentation: 4^k choices per k-mer, 4 per tail base, and
+    legal ids are the encoding of the sequence they spell."""
+    tok, rng = kmer_tok, np.random.default_rng(3)
+    k, first = tok.nucleotides_per_token, int(tok.add_cls)
+    for n_bp in range(1, 301):
+        legal = tok.layout(n_bp).numpy()
+        assert legal.shape == (len(tok.encode("A" * n_bp)), tok.vocab_size)
+        assert legal.sum(axis=1)[first:].tolist() == [4**k] * (n_bp // k) + [4] * (n_bp % k)
+        ids = (rng.random(legal.shape) * legal).argmax(axis=1).tolist()
+        assert tok.encode(tok.decode(ids)) == ids
 
 
 def test_layout_zero_and_negative(tok: Tokenizer) -> None:

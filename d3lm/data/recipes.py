@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from d3lm.data.benchmarks import Annotation, GenomicTask, genomic_windows
+from d3lm.data.benchmarks import DEFAULT_LENGTHS, Annotation, GenomicTask, genomic_windows
 from d3lm.data.corpus import CorpusConfig, corpus_windows, interval_digest
 from d3lm.data.genome import WindowConfig, read_chromosomes, read_tss, tss_windows
 from d3lm.errors import D3lmError, NotFound
@@ -334,7 +334,7 @@ class ChromosomesRecipe(Recipe):
         self.specs()  # a wrong task name or key fails when the recipe is built
 
     def specs(self) -> list[GenomicTask]:
-        defaults = [GenomicTask(task) for task in ("splice_donor", "splice_acceptor", "promoter")]
+        defaults = [GenomicTask(task) for task in DEFAULT_LENGTHS]  # every genomic task
         return defaults + [GenomicTask(**h) for h in self.held_out]
 
     def build(self, workdir: Path) -> tuple[pd.DataFrame, dict[str, object]]:

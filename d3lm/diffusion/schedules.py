@@ -81,7 +81,7 @@ class LogLinear(NoiseSchedule):
         return torch.full_like(t, -(1.0 - self.eps))
 
 
-@SCHEDULES.register("polynomial")
+@SCHEDULES.register("polynomial", examples=[{}, {"p": 3}])
 @dataclass(frozen=True)
 class Polynomial(NoiseSchedule):
     """alpha = 1 - t^p, weight = p / t; p > 1 keeps more tokens clean early, p < 1 fewer."""

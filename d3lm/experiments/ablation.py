@@ -42,7 +42,6 @@ from omegaconf import DictConfig, OmegaConf
 from d3lm.config import EXPERIMENTS_DIR, dotlist, flatten, load_config, scale_path
 from d3lm.errors import D3lmError, NotFound
 from d3lm.experiments.grid import (
-    PLUGIN_KEYS,
     Axis,
     Point,
     Shard,
@@ -55,6 +54,7 @@ from d3lm.experiments.reuse import check_same_sampling, check_same_training
 from d3lm.io import write_text
 from d3lm.plugins import load_plugins
 from d3lm.preflight import check_layers, check_run_config, named
+from d3lm.registry import PLUGIN_KEYS
 from d3lm.rundir import RunDir
 from d3lm.specfiles import expect_mapping, read_mapping
 from d3lm.stages import sample as sample_stage

@@ -18,32 +18,8 @@ from typing import Any
 
 from d3lm.config import flatten
 from d3lm.errors import D3lmError
-from d3lm.registry import (
-    BACKBONES,
-    COMMIT_COUNTS,
-    OBJECTIVES,
-    REMASKERS,
-    SAMPLERS,
-    SCHEDULES,
-    TOKENIZERS,
-    UNMASK_ORDERS,
-    Registry,
-)
+from d3lm.registry import PLUGIN_KEYS, WILDCARD
 from d3lm.specfiles import describe
-
-WILDCARD = "*"
-
-#: Config keys that name a plugin: a ``"*"`` value there expands to every registered name.
-PLUGIN_KEYS: dict[str, Registry[Any]] = {
-    "tokenizer.name": TOKENIZERS,
-    "model.preset": BACKBONES,
-    "diffusion.schedule.name": SCHEDULES,
-    "diffusion.objective.name": OBJECTIVES,
-    "sample.sampler.name": SAMPLERS,
-    "sample.sampler.params.order": UNMASK_ORDERS,
-    "sample.sampler.params.count": COMMIT_COUNTS,
-    "sample.sampler.params.remasker": REMASKERS,
-}
 
 
 @dataclass(frozen=True)

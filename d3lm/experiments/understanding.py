@@ -31,7 +31,7 @@ from d3lm.errors import D3lmError, NotFound
 from d3lm.experiments.grid import Shard, parse_seeds
 from d3lm.experiments.reuse import check_same_training
 from d3lm.plugins import load_plugins
-from d3lm.registry import TASKS
+from d3lm.registry import TASKS, WILDCARD
 from d3lm.rundir import RunDir
 from d3lm.stages.classifier import RANDOM
 from d3lm.stages.finetune import finetune as finetune_run
@@ -89,7 +89,10 @@ def load_grid(
     pre = _section(path, raw, "pretrain", {"config", "by_scale", "models"})
     fin = _section(path, raw, "finetune", {"config", "by_scale", "tasks", "task_params_by_scale"})
     models = {str(k): flatten(v or {}) for k, v in (pre.get("models") or {}).items()}
-    tasks = {str(k): dict(v or {}) for k, v in (fin.get("tasks") or {}).items()}
+    given = fin.get("tasks") or {}
+    given = {WILDCARD: {}} if given == WILDCARD else given  # "*": every registered task
+    tasks = {str(k): dict(v or {}) for k, v in given.items()}
+    tasks = {t: tasks.get(t, tasks.get(WILDCARD, {})) for t in TASKS.expand(list(tasks))}
     if not tasks:
         raise D3lmError(f"{path}: `finetune.tasks` names no task")
     for task in tasks:

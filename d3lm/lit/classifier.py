@@ -34,10 +34,9 @@ from d3lm.lit.diffusion_lm import (
 )
 from d3lm.model import CLASSIFIER_HEADS, POOLINGS, NTv2Encoder
 from d3lm.registry import BACKBONES, TOKENIZERS
+from d3lm.tasks.base import METRICS
 from d3lm.tokenizers import Tokenizer
 
-#: The scores of every split, by their logged names (``val/mcc``, ``test/f1``, ...).
-METRICS = ("mcc", "f1", "accuracy")
 #: Optimiser settings and their defaults (AdamW, warm-up then cosine decay, as DiffusionLM).
 OPTIM_DEFAULTS: dict[str, Any] = {
     "lr_head": 1e-3,

@@ -23,14 +23,13 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig
 
 from d3lm import interrupt, runlock
-from d3lm.config import FINETUNE_YAML, flatten, load_config, plain
+from d3lm.config import FINETUNE_YAML, config_ranges, flatten, load_config, plain
 from d3lm.devices import check_accelerator
 from d3lm.errors import D3lmError
 from d3lm.io import write_text
 from d3lm.lit.classifier import METRICS
 from d3lm.lit.labelled_data import LabelledData
 from d3lm.model import CLASSIFIER_HEADS, POOLINGS
-from d3lm.params import SEED, integer_at_least
 from d3lm.precision import AUTO
 from d3lm.rundir import CHECKPOINTS, RunDir
 from d3lm.stages.callbacks import stopped_at
@@ -64,24 +63,7 @@ PLACE_KEYS = {
     "trainer",
 }
 
-RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "seed": SEED,
-    "num_classes": integer_at_least(2),
-    "max_steps": (lambda v: v >= 1, ">= 1"),
-    "max_epochs": integer_at_least(1),
-    "val_check_interval": (lambda v: v >= 1, ">= 1"),
-    "patience": (lambda v: v >= 1, ">= 1"),
-    "lr_head": (lambda v: v > 0, "> 0"),
-    "lr_body": (lambda v: v > 0, "> 0"),
-    "weight_decay": (lambda v: v >= 0, ">= 0"),
-    "warmup_steps": (lambda v: v >= 0, ">= 0"),
-    "min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "batch_size": (lambda v: v >= 1, ">= 1"),
-    "eval_batch_size": (lambda v: v >= 1, ">= 1"),
-    "num_workers": (lambda v: v >= 0, ">= 0"),
-    "trainer.gradient_clip_val": (lambda v: v >= 0, ">= 0"),
-    "trainer.log_every_n_steps": (lambda v: v >= 1, ">= 1"),
-}
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = config_ranges(FINETUNE_YAML)
 
 
 def load_finetune_config(

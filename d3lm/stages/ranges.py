@@ -6,29 +6,14 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from d3lm.config import BASE_YAML, config_ranges
 from d3lm.errors import D3lmError
 from d3lm.params import SEED
 
-#: Values the trainer would not check, or would accept and then train nothing (max_steps=0
-#: saves an untouched model, lr=0 never moves it); ``train`` refuses them before starting.
-RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "seed": SEED,
-    "trainer.max_steps": (lambda v: v >= 1, ">= 1"),
-    "trainer.num_nodes": (lambda v: v >= 1, ">= 1"),
-    "trainer.val_check_interval": (lambda v: v >= 1, ">= 1"),
-    "trainer.checkpoint_every_n_steps": (lambda v: v >= 1, ">= 1"),
-    "trainer.log_every_n_steps": (lambda v: v >= 1, ">= 1"),
-    "trainer.limit_val_batches": (lambda v: v >= 0, ">= 0"),
-    "trainer.gradient_clip_val": (lambda v: v >= 0, ">= 0"),
-    "optim.lr": (lambda v: v > 0, "> 0"),
-    "optim.weight_decay": (lambda v: v >= 0, ">= 0"),
-    "optim.warmup_steps": (lambda v: v >= 0, ">= 0"),
-    "optim.min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "data.batch_size": (lambda v: v >= 1, ">= 1"),
-    "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
-    "data.num_workers": (lambda v: v >= 0, ">= 0"),
-}
-
+#: The rules of base.yaml's keys (:data:`d3lm.params.CONFIG_RANGES`) but ``sample.*``
+#: (:data:`SAMPLE_RANGES`): values the trainer would not check, or would accept and then train
+#: nothing (max_steps=0 saves an untouched model); ``train`` refuses them before starting.
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = config_ranges(BASE_YAML, ["sample"])
 #: What ``sample`` refuses, null included; grids and sweeps check them before they train.
 SAMPLE_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     **{

@@ -4,9 +4,11 @@ A space file (``sweeps/<name>.yaml``)::
 
     scale: tiny                                  # experiments/scales/<scale>.yaml
     objective: {metric: val/bpn, direction: minimize}
-    sampler: {name: tpe, seed: 0}                # tpe | random | qmc; other keys: its kwargs
-    pruner: {name: median, n_warmup_steps: 200}  # median | percentile | hyperband |
-                                                 # successive_halving | threshold | none
+    sampler: {name: tpe, seed: 0}                # an Optuna sampler, snake_case without
+                                                 # "Sampler" (tpe, random, qmc, cma_es, ...);
+                                                 # other keys: its kwargs
+    pruner: {name: median, n_warmup_steps: 200}  # an Optuna pruner likewise (median, percentile,
+                                                 # hyperband, successive_halving, ...) or none
     config: {trainer.max_steps: 600}             # fixed overrides for every trial
     params:
       optim.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +45,10 @@ from omegaconf import DictConfig
 
 from d3lm.config import dotlist, flatten, load_config, load_run_config, scale_path
 from d3lm.errors import D3lmError
-from d3lm.experiments.grid import PLUGIN_KEYS, WILDCARD
+from d3lm.metrics.scores import names
 from d3lm.plugins import load_plugins
 from d3lm.preflight import check_layers, check_run_config, named
+from d3lm.registry import PLUGIN_KEYS, WILDCARD
 from d3lm.rundir import RunDir
 from d3lm.specfiles import describe, expect_mapping, read_mapping
 from d3lm.stages.sample import SYMBOLS
@@ -53,36 +57,30 @@ from d3lm.stages.sample import SYMBOLS
 LOG_METRICS = ("val/bpn", "val/loss")
 
 #: Metrics of the generated set in metrics.json besides ``fd_<feature>`` (d3lm.evaluate.Evaluator).
-EVAL_METRICS = (
-    "gc_content",
-    "gc_ratio_gc_at",
-    "gc_ratio_g_c",
-    "cpg_oe",
-    *(f"js_k{k}" for k in range(1, 7)),
-    "fraction_unique",
-    "mean_hamming",
-    "mean_edit",
-    "nearest_mean",
-    "nearest_median",
-    "fraction_copies",
-)
-MOTIF_METRICS = ("motif_corr", "motif_js")
+EVAL_METRICS = names("set", "train")
+MOTIF_METRICS = names("motifs")
 
-SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
-    "tpe": optuna.samplers.TPESampler,
-    "random": optuna.samplers.RandomSampler,
-    "qmc": optuna.samplers.QMCSampler,
-}
+
+def optuna_classes(module: Any, base: type, suffix: str) -> dict[str, type]:
+    """Every concrete ``base`` that ``module`` exports, by its name in snake_case without
+    ``suffix``: ``SuccessiveHalvingPruner`` -> ``successive_halving``, ``TPESampler`` -> ``tpe``."""
+    found = {}
+    for name in module.__all__:
+        cls = getattr(module, name)
+        if isinstance(cls, type) and issubclass(cls, base) and not inspect.isabstract(cls):
+            short = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.removesuffix(suffix)).lower()
+            found[short] = cls
+    return found
+
+
+SAMPLERS = optuna_classes(optuna.samplers, optuna.samplers.BaseSampler, "Sampler")
 #: Several workers propose at once: TPE's constant liar keeps them off each other's points.
 SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {"tpe": {"constant_liar": True}}
 
-PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "none": optuna.pruners.NopPruner,
+#: ``none`` is a space file's word for Optuna's NopPruner.
+PRUNERS = {
+    ("none" if name == "nop" else name): cls
+    for name, cls in optuna_classes(optuna.pruners, optuna.pruners.BasePruner, "Pruner").items()
 }
 
 #: Keys a trial of ``--from-run`` may search: they change sampling and scoring, not the model.
@@ -288,8 +286,7 @@ def _categorical(where: str, name: str, choices: Any) -> Param:
     if WILDCARD in choices:
         if name not in PLUGIN_KEYS:
             raise D3lmError(f"{where}: '*' needs a plugin key ({', '.join(PLUGIN_KEYS)})")
-        listed = [c for c in choices if c != WILDCARD]
-        choices = listed + [n for n in PLUGIN_KEYS[name].names() if n not in listed]
+        choices = PLUGIN_KEYS[name].expand(choices)
     bad = [c for c in choices if c is not None and not isinstance(c, (bool, int, float, str))]
     if any(isinstance(c, Mapping) for c in choices):
         # coupled overrides, chosen by label; a scalar among them sets the entry's own key
@@ -335,7 +332,7 @@ def _spec(
         raise D3lmError(f"{where}: {entry}: {name} takes no {sorted(unknown)}")
     try:
         known[name](**kwargs)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, ImportError) as err:  # ImportError: an optional dependency
         raise D3lmError(f"{where}: {entry}: {err}") from None
     return spec
 

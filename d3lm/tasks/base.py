@@ -23,6 +23,8 @@ from d3lm.errors import D3lmError, NotFound
 from d3lm.registry import TASKS
 from d3lm.tasks.user import labels_as_text, read_user_table, record
 
+#: A classifier's scores of every split, by their logged names (``val/mcc``, ``test/f1``, ...);
+#: a task's primary metric is one of them.
 METRICS = ("mcc", "f1", "accuracy")
 _INTEGER = re.compile(r"[+-]?\d+")
 

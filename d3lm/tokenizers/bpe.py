@@ -40,7 +40,7 @@ def _check_int(name: str, value: Any, low: int) -> None:
         raise ValueError(f"tokenizer 'bpe': {name} must be an integer >= {low}, got {value!r}")
 
 
-@TOKENIZERS.register("bpe")
+@TOKENIZERS.register("bpe", examples=[{"vocab_size": 512}, {"vocab_size": 64, "add_cls": False}])
 class BPETokenizer(Tokenizer):
     """Byte-pair encoding learned on the training split (greedy merges, HuggingFace BPE).
 

@@ -14,7 +14,9 @@ from d3lm.tokenizers.base import N_CODE, NUCLEOTIDES, SPECIAL_TOKENS, Tokenizer
 MAX_K = 6
 
 
-@TOKENIZERS.register("kmer")
+@TOKENIZERS.register(
+    "kmer", examples=[*({"k": k} for k in range(1, MAX_K + 1)), {"k": 3, "add_cls": False}]
+)
 class KmerTokenizer(Tokenizer):
     """Non-overlapping k-mers, k = 1..6: NT v2's scheme generalised to any k.
 
@@ -127,7 +129,7 @@ class KmerTokenizer(Tokenizer):
         return f"{type(self).__name__}(k={self.k}, add_cls={self.add_cls})"
 
 
-@TOKENIZERS.register("nt6mer")
+@TOKENIZERS.register("nt6mer", examples=[{}, {"add_cls": False}])
 class NT6merTokenizer(KmerTokenizer):
     """Nucleotide Transformer v2's tokeniser, id for id (vocab_size 4107).
 
