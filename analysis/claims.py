@@ -37,12 +37,11 @@ from tables import (
     grid_reference,
     load_results,
     one_instrument,
-    paired,
     read_rows,
-    reference_label,
     settings,
     to_markdown,
 )
+from verdicts import paired, reference_label
 
 from d3lm import stats
 from d3lm.io import splice, write_text

@@ -26,7 +26,8 @@
 
 # %%
 from figures import headline, metric_figure, save_figure
-from tables import load_results, write_report
+from tables import load_results
+from verdicts import write_report
 
 AXES = ["sampler"]
 METRICS = [

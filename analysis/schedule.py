@@ -25,7 +25,8 @@
 
 # %%
 from figures import headline, metric_figure, save_figure
-from tables import GENERATION_METRICS, load_results, write_report
+from tables import GENERATION_METRICS, load_results
+from verdicts import write_report
 
 AXES = ["schedule"]
 METRICS = ["val_bpn", *GENERATION_METRICS]

@@ -26,7 +26,8 @@
 
 # %%
 from figures import headline, metric_figure, save_figure
-from tables import GENERATION_METRICS, load_results, write_report
+from tables import GENERATION_METRICS, load_results
+from verdicts import write_report
 
 AXES = ["steps"]
 METRICS = GENERATION_METRICS

@@ -27,7 +27,8 @@
 
 # %%
 from figures import headline, metric_figure, save_figure
-from tables import GENERATION_METRICS, load_results, write_report
+from tables import GENERATION_METRICS, load_results
+from verdicts import write_report
 
 AXES = ["tokenizer"]
 METRICS = ["val_bpn", *GENERATION_METRICS]

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from registered import examples
 
-from d3lm import ablation, understanding
+from d3lm.experiments import ablation, understanding
 from d3lm.plugins import ENTRY_POINTS, load_plugins
 from d3lm.registry import REGISTRIES
 from d3lm.sweeps.space import load_space

@@ -36,8 +36,9 @@ from d3lm.stages.results import git_revision
 from d3lm.stages.score import read_samples
 from d3lm.stages.train import train
 from d3lm.sweeps import load_space, run_worker, urls
+from d3lm.sweeps.algorithms import PRUNERS, SAMPLERS
 from d3lm.sweeps.report import report
-from d3lm.sweeps.space import EVAL_METRICS, LOG_METRICS, MOTIF_METRICS, PRUNERS, SAMPLERS
+from d3lm.sweeps.space import EVAL_METRICS, LOG_METRICS, MOTIF_METRICS
 from d3lm.sweeps.storage import open_storage
 from d3lm.sweeps.worker import Team, device_overrides, open_study
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from d3lm.registry import PLUGIN_KEYS, WILDCARD
 from d3lm.rundir import RunDir
 from d3lm.specfiles import describe, expect_mapping, read_mapping
 from d3lm.stages.sample import SYMBOLS
+from d3lm.sweeps.algorithms import PRUNERS, SAMPLER_DEFAULTS, SAMPLERS
 
 #: Objectives read from the run's Lightning log (the last validation value).
 LOG_METRICS = ("val/bpn", "val/loss")
@@ -60,28 +60,6 @@ LOG_METRICS = ("val/bpn", "val/loss")
 EVAL_METRICS = names("set", "train")
 MOTIF_METRICS = names("motifs")
 
-
-def optuna_classes(module: Any, base: type, suffix: str) -> dict[str, type]:
-    """Every concrete ``base`` that ``module`` exports, by its name in snake_case without
-    ``suffix``: ``SuccessiveHalvingPruner`` -> ``successive_halving``, ``TPESampler`` -> ``tpe``."""
-    found = {}
-    for name in module.__all__:
-        cls = getattr(module, name)
-        if isinstance(cls, type) and issubclass(cls, base) and not inspect.isabstract(cls):
-            short = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.removesuffix(suffix)).lower()
-            found[short] = cls
-    return found
-
-
-SAMPLERS = optuna_classes(optuna.samplers, optuna.samplers.BaseSampler, "Sampler")
-#: Several workers propose at once: TPE's constant liar keeps them off each other's points.
-SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {"tpe": {"constant_liar": True}}
-
-#: ``none`` is a space file's word for Optuna's NopPruner.
-PRUNERS = {
-    ("none" if name == "nop" else name): cls
-    for name, cls in optuna_classes(optuna.pruners, optuna.pruners.BasePruner, "Pruner").items()
-}
 
 #: Keys a trial of ``--from-run`` may search: they change sampling and scoring, not the model.
 SAMPLING_KEYS = ("sample.", "evaluate.")
