@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from omegaconf import DictConfig
 
 from d3lm import precision
@@ -114,6 +115,23 @@ def markov_sequences(n: int, length: int, seed: int = 0) -> list[str]:
         start = rng.integers(0, length - 8)
         out.append(text[:start] + "TATAAAAG" + text[start + 8 :])
     return out
+
+
+def sweep_space(tmp_path: Path) -> Path:
+    """A micro search space over the learning rate, minimising val/bpn (random sampler)."""
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "scale": "micro",
+                "objective": {"metric": "val/bpn", "direction": "minimize"},
+                "sampler": {"name": "random", "seed": 0},
+                "pruner": "none",
+                "params": {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+            }
+        )
+    )
+    return space
 
 
 def micro_config(table: Path, root: Path, *overrides: str) -> DictConfig:

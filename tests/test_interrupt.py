@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import micro_config
+from conftest import micro_config, sweep_space
 from optuna.trial import TrialState
 
 from d3lm import interrupt, runlock
@@ -467,22 +467,6 @@ def test_an_interrupted_ablation_grid_resumes_to_the_uninterrupted_results(
         for root in (tmp_path / "whole", tmp_path / "cut")
     ]
     pd.testing.assert_frame_equal(rows[0], rows[1])
-
-
-def sweep_space(tmp_path: Path) -> Path:
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        yaml.safe_dump(
-            {
-                "scale": "micro",
-                "objective": {"metric": "val/bpn", "direction": "minimize"},
-                "sampler": {"name": "random", "seed": 0},
-                "pruner": "none",
-                "params": {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
-            }
-        )
-    )
-    return space
 
 
 def sweep_overrides(dna_table: Path, tmp_path: Path) -> list[str]:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from conftest import micro_config
+from conftest import micro_config, sweep_space
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -86,18 +85,7 @@ def test_sweep_trials_log_to_every_tracker(
     tmp_path: Path, dna_table: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        yaml.safe_dump(
-            {
-                "scale": "micro",
-                "objective": {"metric": "val/bpn", "direction": "minimize"},
-                "sampler": {"name": "random", "seed": 0},
-                "pruner": "none",
-                "params": {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
-            }
-        )
-    )
+    space = sweep_space(tmp_path)
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
     places = [
         f"data.dataset={dna_table}",
