@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 import d3lm.baselines  # noqa: F401  (registers the baseline generators)
+from d3lm.config import load_config
 from d3lm.data.fasta import read_fasta
 from d3lm.data.tables import load_table
 from d3lm.errors import D3lmError
@@ -46,8 +47,17 @@ from d3lm.oracle.datasets import with_checkpoint
 from d3lm.registry import FEATURE_EXTRACTORS, GENERATORS
 from d3lm.rundir import METRICS
 
-DEFAULT_FEATURES: dict[str, dict[str, Any]] = {"kmer": {}, "oracle": {}}
-DEFAULT_BASELINES: dict[str, dict[str, Any]] = {"uniform": {}, "shuffle": {}, "markov": {"k": 5}}
+
+def plugins_of(e: Any, key: str) -> dict[str, dict[str, Any]]:
+    """An ``evaluate`` section's ``<key>`` (features or baselines) with their params."""
+    params = OmegaConf.to_container(e.params, resolve=True)
+    assert isinstance(params, dict)
+    return {name: dict(params.get(name, {})) for name in e[key]}
+
+
+def base_plugins(key: str) -> dict[str, dict[str, Any]]:
+    """base.yaml's: the one place the evaluation's defaults are written."""
+    return plugins_of(load_config().evaluate, key)
 
 
 class Evaluator:
@@ -187,8 +197,8 @@ def tidy(scores: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
 class EvaluateOptions:
     """What ``d3lm evaluate`` computes besides the samples row."""
 
-    features: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_FEATURES))
-    baselines: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_BASELINES))
+    features: dict[str, dict[str, Any]] = field(default_factory=lambda: base_plugins("features"))
+    baselines: dict[str, dict[str, Any]] = field(default_factory=lambda: base_plugins("baselines"))
     split: str = "test"
     train_split: str | None = None  #: None: the ``train`` split, when the reference has one
     motifs: bool = True
@@ -201,11 +211,9 @@ class EvaluateOptions:
     @classmethod
     def from_config(cls, e: Any, seed: int) -> EvaluateOptions:
         """The options of a run's ``evaluate`` config section (``seed``: the run's)."""
-        params = OmegaConf.to_container(e.params, resolve=True)
-        assert isinstance(params, dict)
         return cls(
-            features={f: dict(params.get(f, {})) for f in e.features},
-            baselines={b: dict(params.get(b, {})) for b in e.baselines},
+            features=plugins_of(e, "features"),
+            baselines=plugins_of(e, "baselines"),
             split=e.split,
             motifs=e.motifs,
             seed=seed,
