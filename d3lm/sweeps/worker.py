@@ -91,6 +91,13 @@ class Team:
                 dist.init_process_group(backend)  # Lightning's DDP reuses it
             self.group = dist.new_group(backend="gloo")
 
+    def close(self) -> None:
+        """Tear the process group down before the interpreter exits: a gloo group left to the
+        exit hooks aborts a rank now and then ("terminate called without an active
+        exception"), failing a finished sweep."""
+        if self.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
     def share(self, message: Any) -> Any:
         """Rank 0's ``message`` on every rank."""
         if self.size == 1:
@@ -278,12 +285,35 @@ def run_worker(
     team = Team()
     overrides = [*overrides, *device_overrides(space, overrides, team)]
     me = Worker(space, study_name, overrides, team, max_retry)
-    if me.team.rank > 0:
-        me.follow()
-        return
+    try:
+        if team.rank == 0:
+            lead(me, storage_url, n_trials, worker, heartbeat, grace, echo)
+        else:
+            me.follow()
+    finally:
+        team.close()
+
+
+def lead(
+    me: Worker,
+    storage_url: str,
+    n_trials: int,
+    worker: int,
+    heartbeat: int,
+    grace: int | None,
+    echo: Callable[[str], None],
+) -> None:
+    """Rank 0: run trials until the study has ``n_trials`` finished, then release the others."""
     try:
         study = open_study(
-            space, study_name, storage_url, overrides, worker, heartbeat, grace, max_retry
+            me.space,
+            me.study_name,
+            storage_url,
+            me.overrides,
+            worker,
+            heartbeat,
+            grace,
+            me.max_retry,
         )
         while True:
             with warnings.catch_warnings():
