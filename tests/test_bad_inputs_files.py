@@ -2,116 +2,37 @@
 files), grid and search-space files, and output or cache folders that cannot be written. Each
 case must end with exit code 2 and one line that names the file, entry or URL and the reason; no
 traceback; no password; the inputs untouched and nothing half-written (every file and folder
-under the test's folder is the same before and after)."""
+under the test's folder is the same before and after). The files and commands are in
+``badfiles.py``; the good twins of the storage and folder cases in ``test_storage_files.py``."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
+from badfiles import (
+    FILES,
+    JOURNAL_NOT,
+    NOT_FOLDER,
+    PASSWORD,
+    UNDER_FILE,
+    World,
+    dry,
+    grid,
+    report,
+    sweep,
+)
 from badinput import clear_error, snapshot
 from test_hf_import import write_nt_dir
 
 from d3lm.cli import main
-from d3lm.errors import D3lmError
-from d3lm.io import check_folder
-from d3lm.sweeps.storage import existing_storage, open_storage
-
-PASSWORD = "s3cret-pw"
-SPACE = {
-    "scale": "micro",
-    "pruner": "none",
-    "params": {"optim.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True}},
-}
-GRID = {"experiment": "g", "seeds": 1, "sample": {"sample.sampler.params.steps": [2, "per_token"]}}
-
-
-@dataclass(frozen=True)
-class World:
-    root: Path
-    table: Path  #: a good parquet of training data
-    run: Path  #: a run folder imported from a HuggingFace NT v2 folder
-
-    def p(self, name: str) -> str:
-        return str(self.root / name)
-
-    def overrides(self) -> list[str]:
-        """Where a command that wrongly went on would write: under the test folder."""
-        runs, results, cache = (self.root / n for n in ("runs", "results", "cache"))
-        return [f"runs_dir={runs}", f"results_dir={results}", f"cache_dir={cache}"]
 
 
 def _yaml(path: Path, content: object) -> None:
     path.write_text(yaml.safe_dump(content, sort_keys=False))
-
-
-def _space(**change: object) -> dict:
-    return {**SPACE, **change}
-
-
-def _grid(**change: object) -> dict:
-    return {**GRID, **change}
-
-
-#: name -> file content (a mapping is written as YAML, a string as it is)
-FILES: dict[str, object] = {
-    "space.yaml": SPACE,
-    "space_syntax.yaml": "scale: micro\nparams: {optim.lr: [0.1, 0.2\n",
-    "space_list.yaml": ["scale", "params"],
-    "space_params_list.yaml": _space(params=["optim.lr"]),
-    "space_config_list.yaml": _space(config=["trainer.max_steps=5"]),
-    "space_config_key.yaml": _space(config={"trainer.max_stepz": 5}),
-    "space_config_value.yaml": _space(config={"trainer.max_steps": 0}),
-    "space_low_text.yaml": _space(params={"optim.lr": {"type": "float", "low": "x", "high": 1}}),
-    "space_step_zero.yaml": _space(
-        params={"optim.warmup_steps": {"type": "int", "low": 0, "high": 10, "step": 0}}
-    ),
-    "space_batch_zero.yaml": _space(
-        params={"data.batch_size": {"type": "int", "low": 0, "high": 8}}
-    ),
-    "space_lr_negative.yaml": _space(
-        params={"optim.lr": {"type": "float", "low": -0.01, "high": 0.01}}
-    ),
-    "space_ratio_above_one.yaml": _space(
-        params={"optim.min_lr_ratio": {"type": "float", "low": 0.5, "high": 1.5}}
-    ),
-    "space_float_on_int.yaml": _space(
-        params={"data.batch_size": {"type": "float", "low": 2, "high": 8}}
-    ),
-    "space_sample_n_zero.yaml": _space(params={"sample.n": [0, 8]}),
-    "space_sampler_param.yaml": _space(params={"sample.sampler.params.stepz": [2, 4]}),
-    "space_sampler_list.yaml": _space(sampler=["tpe"]),
-    "space_metric_list.yaml": _space(objective={"metric": ["val/bpn"]}),
-    "grid_syntax.yaml": "experiment: g\ntrain: {tokenizer.name: [kmer\n",
-    "grid_list.yaml": [{"train": {}}],
-    "grid_train_list.yaml": _grid(train=["tokenizer.name"]),
-    "grid_values_mapping.yaml": _grid(
-        sample={"steps": {"key": "sample.sampler.params.steps", "values": {"a": 1}}}
-    ),
-    "grid_axis_field.yaml": _grid(
-        sample={"steps": {"key": "sample.sampler.params.steps", "values": [2], "vals": [3]}}
-    ),
-    "grid_seeds_zero.yaml": _grid(seeds=0),
-    "grid_seeds_text.yaml": _grid(seeds=["a"]),
-    "grid_config_key.yaml": _grid(config={"trainer.max_stepz": 5}),
-    "grid_config_type.yaml": _grid(config={"trainer.max_steps": "many"}),
-    "grid_by_scale.yaml": _grid(by_scale={"gigantic": {"sample.n": 4}}),
-    "grid_by_scale_list.yaml": _grid(by_scale={"micro": ["sample.n=4"]}),
-    "grid_experiment_slash.yaml": _grid(experiment="a/b"),
-    "grid_sampler_param.yaml": _grid(sample={"sample.sampler.params.stepz": [2, 4]}),
-    "grid_sampler_type.yaml": _grid(sample={"sample.sampler.params.steps": [2, "many"]}),
-    "grid_sample_key.yaml": _grid(sample={"sample.nn": [2, 4]}),
-    "grid_train_range.yaml": _grid(train={"optim.lr": [0.001, -1.0]}),
-    "grid_train_sampler.yaml": _grid(
-        train={"model": {"values": [{"label": "t", "set": {"sample.sampler.params.stepz": 2}}]}}
-    ),
-}
 
 
 @pytest.fixture(scope="module")
@@ -139,54 +60,6 @@ def world(tmp_path_factory: pytest.TempPathFactory, dna_table: Path, one_thread)
     assert main(["import-nt", str(write_nt_dir(root / "nt")), "--out", str(run)]) == 0
     return World(root, dna_table, run)
 
-
-def sweep(space: str, storage: str = "journal://{root}/never.log") -> Callable[[World], list]:
-    return lambda w: [
-        "sweep",
-        w.p(space),
-        "--study",
-        "s",
-        "--storage",
-        storage.format(root=w.root),
-        "--n-trials",
-        "1",
-        f"data.dataset={w.table}",
-        *w.overrides(),
-    ]
-
-
-def report(storage: str, out: str = "report") -> Callable[[World], list]:
-    return lambda w: [
-        "sweep",
-        "report",
-        "--study",
-        "s",
-        "--storage",
-        storage.format(root=w.root),
-        "--out",
-        w.p(out),
-    ]
-
-
-def grid(name: str, *extra: str) -> Callable[[World], list]:
-    return lambda w: [
-        "ablation",
-        w.p(name),
-        "--scale",
-        "micro",
-        *extra,
-        f"data.dataset={w.table}",
-        *w.overrides(),
-    ]
-
-
-def dry(name: str) -> Callable[[World], list]:
-    return grid(name, "--dry-run")
-
-
-JOURNAL_NOT = "not an Optuna journal"
-UNDER_FILE = ["cannot write here", "a_file is a file"]
-NOT_FOLDER = ["a_file", "a file, not a folder"]
 
 #: (case id, argv builder, substrings the message must hold)
 CASES: list[tuple[str, Callable[[World], list], list[str]]] = [
@@ -429,39 +302,3 @@ def test_bad_file_is_one_clear_line(
 
 def test_there_are_forty_distinct_cases() -> None:
     assert len({c[0] for c in CASES}) == len(CASES) >= 40
-
-
-# ------------------------------------------------------------------- the good twins of the cases
-
-
-def test_new_storage_files_and_their_folders_are_created(tmp_path: Path) -> None:
-    """README's `sqlite:///runs/sweeps.db` on a fresh clone: the folder does not exist yet."""
-    for url, path in (
-        (f"sqlite:///{tmp_path}/a/b/sweeps.db", tmp_path / "a" / "b" / "sweeps.db"),
-        (f"journal://{tmp_path}/c/lr.log", tmp_path / "c" / "lr.log"),
-    ):
-        optuna.create_study(study_name="s", storage=open_storage(url))
-        assert path.is_file()
-        assert optuna.load_study(study_name="s", storage=existing_storage(url)).trials == []
-
-
-def test_journal_being_appended_by_another_worker_is_accepted(tmp_path: Path) -> None:
-    url = f"journal://{tmp_path / 'j.log'}"
-    optuna.create_study(study_name="s", storage=open_storage(url))
-    with open(tmp_path / "j.log", "a") as handle:  # a record half-written at this moment
-        handle.write('{"op_code": 1, "worker_id": "w", "study_id"')
-    open_storage(url)
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: no permission to deny")
-def test_folder_without_permission_is_refused(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    try:
-        with pytest.raises(D3lmError, match="cannot write here"):
-            check_folder(locked / "out")
-        with pytest.raises(D3lmError, match="cannot write here"):
-            open_storage(f"sqlite:///{locked / 's.db'}")
-        assert list(locked.iterdir()) == []
-    finally:
-        locked.chmod(0o700)

@@ -1,14 +1,11 @@
-"""Fine-tuning: the whole path learns a planted signal from random init (ground truth), pooling
-and freezing do exactly what they say, the logged MCC is the confusion-matrix MCC, checkpoints
-(diffusion runs, imported NT v2 runs) hand over their encoder exactly, bad input is refused by
-name before any work, predictions are probabilities, and runs are skipped or resumed."""
+"""Fine-tuning runs: checkpoints (diffusion runs, imported NT v2 runs) hand over their encoder
+exactly and freezing keeps exactly the frozen parameters, bad input is refused by name before any
+work, predictions are probabilities, and runs are skipped or resumed."""
 
 from __future__ import annotations
 
 import json
-import math
 import re
-import time
 from pathlib import Path
 
 import lightning as L
@@ -16,75 +13,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from omegaconf import DictConfig, OmegaConf
+from finetune_helpers import MOTIFS, RANDOM_INIT, config, planted
+from omegaconf import OmegaConf
 
 from d3lm.cli import main
 from d3lm.config import load_config
 from d3lm.errors import D3lmError
 from d3lm.interop.nt_v2 import export_nt, import_nt, write_run
-from d3lm.lit.classifier import SequenceClassifier
-from d3lm.rundir import RunDir
 from d3lm.stages.checkpoints import read_checkpoint
-from d3lm.stages.classifier import load_classifier, new_model
-from d3lm.stages.finetune import finetune, load_finetune_config
+from d3lm.stages.classifier import new_model
+from d3lm.stages.finetune import finetune
 from d3lm.stages.predict import predict
 from d3lm.stages.train import train
 from d3lm.tasks import load_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-MOTIFS = ("TGACGTCATGCA", "GGCCAATTGGCC")
-#: Random init from scratch, with a tokenizer and pooling a small model learns fast.
-RANDOM_INIT = (
-    "model.preset=micro",
-    "tokenizer.name=kmer",
-    "tokenizer.params.k=3",
-    "pooling=mean",
-)
-
-
-def planted(
-    path: Path, n: int, motifs: tuple[str | None, ...], seed: int = 0, bp: int = 60
-) -> Path:
-    """A labelled CSV: class c holds ``motifs[c]`` (None: nothing) at a random place in uniform
-    random DNA; splits drawn at random (70/15/15), classes in turn."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        seq = "".join(rng.choice(list("ACGT"), bp))
-        label = i % len(motifs)
-        motif = motifs[label]
-        if motif is not None:
-            at = int(rng.integers(0, bp - len(motif) + 1))
-            seq = seq[:at] + motif + seq[at + len(motif) :]
-        u = rng.random()
-        split = "valid" if u < 0.15 else "test" if u < 0.3 else "train"
-        rows.append({"name": f"r{i}", "sequence": seq, "label": f"c{label}", "split": split})
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
-def config(root: Path, task: Path, *overrides: str) -> DictConfig:
-    return load_finetune_config(
-        overrides=[
-            f"task={task}",
-            f"runs_dir={root / 'runs'}",
-            f"results_dir={root / 'results'}",
-            f"cache_dir={root / 'cache'}",
-            "batch_size=16",
-            "max_steps=20",
-            "val_check_interval=10",
-            "warmup_steps=2",
-            "lr_head=3e-3",
-            "lr_body=3e-3",
-            "trainer.log_every_n_steps=5",
-            *overrides,
-        ]
-    )
-
-
-def log(run: Path) -> pd.DataFrame:
-    return RunDir(run).log()
 
 
 @pytest.fixture(scope="module")
@@ -125,106 +68,6 @@ def nt_run(tmp_path_factory, diffusion_run) -> Path:
 def encoder_weights(path: Path) -> dict[str, torch.Tensor]:
     state = read_checkpoint(path, hparams=())["state_dict"]
     return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-
-
-# -- ground truth ---------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_planted_motif_is_learned_from_random_init(tmp_path: Path) -> None:
-    """Class 1 sequences hold a 12-mer at a random place, class 0 none: a micro model from
-    random init reaches val and test MCC > 0.9 within 300 steps."""
-    task = planted(tmp_path / "motif.csv", 2000, (None, MOTIFS[0]))
-    cfg = config(
-        tmp_path,
-        task,
-        *RANDOM_INIT,
-        "batch_size=32",
-        "max_steps=300",
-        "val_check_interval=30",
-        "patience=100",
-    )
-    start = time.perf_counter()
-    run = finetune(cfg)
-    seconds = time.perf_counter() - start
-    metrics = json.loads((run / "metrics.json").read_text())
-    print(f"planted motif: {metrics['valid']} {metrics['test']} in {seconds:.1f} s")
-    assert metrics["init"] == "random"
-    assert metrics["valid"]["mcc"] > 0.9
-    assert metrics["test"]["mcc"] > 0.9
-    assert log(run)["val/mcc"].max() == pytest.approx(metrics["valid"]["mcc"])
-
-
-# -- the module -----------------------------------------------------------------------------------
-
-
-def micro_classifier(**changes) -> SequenceClassifier:
-    L.seed_everything(0, verbose=False)
-    args = {
-        "tokenizer": {"name": "kmer", "params": {"k": 3}},
-        "model": {"preset": "micro", "params": {}},
-        "classes": ["a", "b", "c"],
-        "pooling": "mean",
-        **changes,
-    }
-    return SequenceClassifier(**args).eval()
-
-
-def test_mean_pooling_is_the_masked_mean_and_padding_changes_nothing() -> None:
-    model = micro_classifier()
-    seqs = ["ACGTACGTACGTAC", "ACG", "TTTTGGGGCCCCAAAATT"]
-    ids = model.encode(seqs, ["x", "y", "z"], "test")
-    assert (ids[:, 0] == model.tokenizer.cls_id).all()
-    pad = model.tokenizer.pad_id
-    assert (ids == pad).any()  # rows of different lengths: padding is present
-    with torch.no_grad():
-        pooled = model.pooled(ids)
-        states = model.encoder(ids, ids != pad)
-        for i, seq in enumerate(seqs):
-            n = int((ids[i] != pad).sum())  # <cls> + the sequence's tokens
-            expected = states[i, 1:n].mean(dim=0)  # written here: tokens 1..n-1
-            torch.testing.assert_close(pooled[i], expected, atol=1e-6, rtol=0)
-            alone = model.pooled(model.encode([seq], ["x"], "test"))[0]
-            torch.testing.assert_close(pooled[i], alone, atol=1e-5, rtol=0)
-    cls_model = micro_classifier(pooling="cls")
-    cls_model.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        torch.testing.assert_close(cls_model.pooled(ids), states[:, 0])
-
-
-def test_cls_is_prepended_when_the_tokenizer_does_not_emit_it() -> None:
-    model = micro_classifier(tokenizer={"name": "kmer", "params": {"k": 3, "add_cls": False}})
-    ids = model.encode(["ACGTAC", "A"], ["x", "y"], "test")
-    assert ids.tolist()[0][0] == model.tokenizer.cls_id
-    assert ids.tolist()[1][:2] == [model.tokenizer.cls_id, *model.tokenizer.encode("A")]
-
-
-def test_balanced_class_weights_are_inverse_training_frequency(tmp_path: Path) -> None:
-    rows = [("c0", 60), ("c1", 30), ("c2", 10)]
-    frame = pd.DataFrame(
-        [
-            {"name": f"{label}-{i}", "sequence": "ACGTACGTAC", "label": label, "split": "train"}
-            for label, count in rows
-            for i in range(count)
-        ]
-        + [{"name": "v", "sequence": "ACGT", "label": "c0", "split": "valid"}]
-        + [{"name": "t", "sequence": "ACGT", "label": "c0", "split": "test"}]
-    )
-    frame.to_csv(tmp_path / "unbalanced.csv", index=False)
-    cfg = config(tmp_path, tmp_path / "unbalanced.csv", *RANDOM_INIT, "class_weights=balanced")
-    model = new_model(cfg, load_task(str(tmp_path / "unbalanced.csv"), tmp_path))
-    n = sum(count for _, count in rows)
-    expected = torch.tensor([n / (3 * count) for _, count in rows])
-    torch.testing.assert_close(model.class_weight, expected)
-    logits, y = torch.randn(7, 3), torch.tensor([0, 1, 2, 2, 1, 0, 2])
-    nll = -logits.log_softmax(dim=-1)[torch.arange(7), y]
-    weighted = (expected[y] * nll).sum() / expected[y].sum()
-    torch.testing.assert_close(model.loss(logits, y), weighted)
-    none = new_model(
-        config(tmp_path, tmp_path / "unbalanced.csv", *RANDOM_INIT),
-        load_task(str(tmp_path / "unbalanced.csv"), tmp_path),
-    )
-    assert none.class_weight is None
 
 
 # -- initialisation -------------------------------------------------------------------------------
@@ -270,49 +113,6 @@ def test_an_import_nt_run_loads_and_fine_tunes(
         assert torch.equal(model.encoder.state_dict()[name], tensor), name
     run = finetune(cfg)
     assert json.loads((run / "metrics.json").read_text())["init"] == "imported"
-
-
-# -- metrics --------------------------------------------------------------------------------------
-
-
-def confusion_mcc(confusion: np.ndarray) -> float:
-    """Gorodkin's multiclass MCC: (c*s - sum_k p_k t_k) / sqrt((s^2 - sum p_k^2)(s^2 - sum t_k^2))
-    with c correct, s samples, p_k predicted and t_k true counts of class k."""
-    c, s = np.trace(confusion), confusion.sum()
-    t, p = confusion.sum(axis=1), confusion.sum(axis=0)
-    return float((c * s - p @ t) / math.sqrt((s * s - p @ p) * (s * s - t @ t)))
-
-
-def test_logged_scores_are_the_confusion_matrix_scores(tmp_path: Path) -> None:
-    task = planted(tmp_path / "three.csv", 300, (None, *MOTIFS), seed=3)
-    cfg = config(tmp_path, task, *RANDOM_INIT, "max_steps=30")
-    run = finetune(cfg)
-    metrics = json.loads((run / "metrics.json").read_text())
-    model = load_classifier(run / "checkpoints" / "best.ckpt").eval()
-    table = load_task(str(task), tmp_path)
-    for split in ("valid", "test"):
-        rows = table.frame[table.frame["split"] == split]
-        with torch.no_grad():
-            ids = model.encode(rows["sequence"].tolist(), rows["name"].tolist(), "t")
-            predicted = model(ids).argmax(dim=-1).numpy()
-        confusion = np.zeros((3, 3), dtype=np.int64)
-        np.add.at(confusion, (rows["y"].to_numpy(), predicted), 1)
-        mcc = confusion_mcc(confusion)
-        recall = np.diag(confusion) / confusion.sum(axis=1)
-        precision = np.diag(confusion) / np.maximum(confusion.sum(axis=0), 1)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
-        assert metrics[split]["mcc"] == pytest.approx(mcc, abs=1e-5)
-        assert metrics[split]["accuracy"] == pytest.approx(np.trace(confusion) / len(rows))
-        assert metrics[split]["f1"] == pytest.approx(f1.mean(), abs=1e-5)
-    assert 0 < metrics["valid"]["mcc"] < 1  # neither trivial nor perfect: the formula shows
-    logged = log(run)
-    assert logged["val/mcc"].dropna().max() == pytest.approx(metrics["valid"]["mcc"])
-    assert logged["test/mcc"].dropna().iloc[-1] == pytest.approx(metrics["test"]["mcc"])
-    assert logged["train/loss"].notna().any()
-    rows = pd.read_csv(tmp_path / "results" / "finetune.csv")
-    assert list(rows.columns) == ["run", "task", "init", "seed", "split", "metric", "value", "git"]
-    assert set(rows["init"]) == {"random"} and set(rows["task"]) == {"three"}
-    assert len(rows) == 6
 
 
 # -- errors ---------------------------------------------------------------------------------------
