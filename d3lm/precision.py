@@ -1,10 +1,13 @@
-"""``trainer.precision: auto``: bf16-mixed only where this machine multiplies bf16 natively.
+"""``trainer.precision: auto`` and ``sample.autocast: auto``: bf16 only where this machine
+multiplies bf16 natively.
 
 A fixed precision is wrong on some machine: bf16 matmuls run about 4x faster than fp32 on a
 CPU with AVX-512 BF16 or AMX, and tens of times slower where torch emulates them (AVX2 CPUs).
 CPU flags alone do not say what torch's kernels make of them, so ``auto`` times a square matmul
 in both dtypes and picks bf16 only when it is clearly faster; the result is cached per machine,
-so a run pays for the probe once. On CUDA the device reports native bf16 itself.
+so a run pays for the probe once. On CUDA the device reports native bf16 itself. Sampling asks
+the same question through the same function (:func:`resolve`), so training and sampling on one
+machine never disagree about it.
 
 ``D3LM_FORCE_PRECISION`` overrides what ``auto`` picks on any machine: the test suite runs once
 under each outcome on one CPU, and a cluster whose nodes differ can pin one precision for all.
@@ -54,6 +57,8 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 FORCE_ENV = "D3LM_FORCE_PRECISION"
 #: The values ``auto`` can resolve to, and so the values ``FORCE_ENV`` may take.
 OUTCOMES = ("bf16-mixed", "32-true")
+#: What ``sample.autocast`` takes: null (fp32, no autocast), an autocast dtype, or ``auto``.
+SAMPLE_AUTOCAST: tuple[str | None, ...] = (None, "bfloat16", "float16", AUTO)
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,43 @@ class Probe:
             f"bf16 matmul {self.speedup:.2f}x fp32 on {self.cpu} "
             f"(cpu flags: {flags}; torch kernels: {self.capability})",
         )
+
+
+@dataclass(frozen=True)
+class Autocast:
+    """The dtype a sampler's network runs in under autocast (``dtype`` None: fp32, no autocast);
+    ``reason`` says why ``sample.autocast: auto`` chose it (None: the config named it)."""
+
+    requested: str | None
+    dtype: torch.dtype | None
+    reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``bfloat16``, ``float16`` or ``float32`` (no autocast)."""
+        return str(self.dtype or torch.float32).removeprefix("torch.")
+
+    def line(self) -> str:
+        return f"sample.autocast {self.requested} -> {self.name}: {self.reason}"
+
+
+def check_autocast(value: object) -> None:
+    """Refuse a ``sample.autocast`` value that is none of :data:`SAMPLE_AUTOCAST`."""
+    if not any(value is v or (isinstance(value, str) and value == v) for v in SAMPLE_AUTOCAST):
+        known = ", ".join(v or "null" for v in SAMPLE_AUTOCAST)
+        raise D3lmError(f"sample.autocast={value!r}: use one of {known}")
+
+
+def sample_autocast(requested: str | None, device: str, cache_dir: Path | None) -> Autocast:
+    """``sample.autocast`` for a network on ``device`` (``cpu`` or ``cuda``): ``auto`` runs it
+    under bf16 autocast exactly where ``trainer.precision: auto`` would train in bf16-mixed
+    (:func:`resolve`: the same probe, cache and ``FORCE_ENV``), else in fp32."""
+    check_autocast(requested)
+    if requested != AUTO:
+        return Autocast(requested, None if requested is None else getattr(torch, requested))
+    choice = resolve(AUTO, device, cache_dir)
+    dtype = torch.bfloat16 if choice.precision == "bf16-mixed" else None
+    return Autocast(AUTO, dtype, choice.reason)
 
 
 def resolve(requested: str | int, accelerator: str, cache_dir: Path | None) -> Choice:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from d3lm.config import dotlist
 from d3lm.errors import D3lmError
 from d3lm.plugins import check_config
+from d3lm.precision import check_autocast
 from d3lm.stages.ranges import RANGES, SAMPLE_RANGES, check_ranges
 
 #: ``compose(overrides, source)``: the config the overrides give, errors naming ``source``.
@@ -28,10 +29,11 @@ ALL_RANGES: Ranges = {**RANGES, **SAMPLE_RANGES}
 
 
 def check_run_config(cfg: DictConfig, symbols: Collection[str] = ()) -> None:
-    """Value ranges and every plugin built (:func:`d3lm.plugins.check_config`). A sampler
-    parameter given as one of ``symbols`` (``per_token``: known only once the run's tokenizer
-    is) is checked as a step count of 1."""
+    """Value ranges, ``sample.autocast`` and every plugin built
+    (:func:`d3lm.plugins.check_config`). A sampler parameter given as one of ``symbols``
+    (``per_token``: known only once the run's tokenizer is) is checked as a step count of 1."""
     check_ranges(cfg, ALL_RANGES)
+    check_autocast(cfg.sample.autocast)
     params = cfg.sample.sampler.params
     symbolic = [k for k, v in params.items() if isinstance(v, str) and v in symbols]
     if symbolic:

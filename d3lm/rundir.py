@@ -2,8 +2,9 @@
 
 ``runs/<experiment>/<run>/`` holds ``config.yaml`` (the resolved config, written as training
 starts), ``checkpoints/last.ckpt`` (and a fine-tuning run's ``best.ckpt``), ``logs/version_<k>/``
-(one CSV log per session: the first and every resume), ``samples.fasta`` and ``metrics.json``;
-an ablation's sampling points live in ``samples/<point>/`` (``sample.yaml``, ``samples.fasta``,
+(one CSV log per session: the first and every resume), ``samples.fasta`` (with its provenance
+``samples.json``, :func:`provenance_of`) and ``metrics.json``; an ablation's sampling points live
+in ``samples/<point>/`` (``sample.yaml``, ``samples.fasta``, ``samples.json``,
 ``metrics.json``). Every stage, experiment and command asks a :class:`RunDir` for these paths,
 so the layout is written once.
 """
@@ -28,6 +29,16 @@ METRICS = "metrics.json"
 SAMPLES = "samples.fasta"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
+
+
+def provenance_of(fasta: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar saying how ``fasta`` was sampled: ``samples.json`` beside
+    ``samples.fasta``, ``<stem>.json`` beside any other FASTA (``<name>.json`` beside one that is
+    itself named ``.json``, so the two never coincide)."""
+    path = Path(fasta)
+    if path.suffix == ".json":
+        return path.with_name(f"{path.name}.json")
+    return path.with_suffix(".json")
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,11 @@ CASES: list[tuple[str, Callable[[World], list[str]], list[str]]] = [
         sample("--out", "{root}/new.fa", "--trace", "{root}/new.fa"),
         ["--trace", "new.fa", "is also --out"],
     ),
+    (
+        "sample-provenance-is-trace",
+        sample("--out", "{root}/new.fa", "--trace", "{root}/new.json"),
+        ["its provenance", "new.json", "is also --trace"],
+    ),
     ("evaluate-out-is-samples", evaluate("s.fa", "s.fa"), ["--out", "s.fa", "--samples"]),
     (
         "evaluate-overwrites-samples",

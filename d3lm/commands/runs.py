@@ -26,7 +26,7 @@ from d3lm.interrupt import Interrupted, at
 from d3lm.io import check_folder, check_not_inputs
 from d3lm.oracle.train import OracleConfig
 from d3lm.plugins import check_config
-from d3lm.rundir import RunDir
+from d3lm.rundir import RunDir, provenance_of
 
 
 def _config(args: argparse.Namespace) -> DictConfig:
@@ -113,7 +113,8 @@ def sample(args: argparse.Namespace) -> Path:
     check_config(cfg)
     out = args.out or run.samples
     inputs = {"the checkpoint": run.last, "the config": run.config}
-    check_not_inputs({"--out": out, "--trace": args.trace}, inputs)
+    outputs = {"--out": out, "--trace": args.trace, "its provenance": provenance_of(out)}
+    check_not_inputs(outputs, inputs)
     with at(f"sampling from {run} stopped, {out} not written"):
         return sample(cfg, run.path, out=out, trace=args.trace)
 
@@ -260,7 +261,8 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "precision",
-        "what trainer.precision=auto chooses here: the bf16 vs fp32 matmul probe",
+        "what trainer.precision=auto (and sample.autocast=auto) chooses here: the bf16 vs "
+        "fp32 matmul probe",
         precision,
         (
             CACHE,
