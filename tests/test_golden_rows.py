@@ -24,7 +24,7 @@ from d3lm.cli import main
 GOLDEN = Path(__file__).parent / "data" / "golden"
 WRITE = os.environ.get("D3LM_WRITE_GOLDEN") == "1"
 VOLATILE = {"git", "revision", "run_dir", "checkpoint", "path"}
-SECONDS = ("seconds", "cpu_", "time", "throughput", "per_s", "_s/")
+SECONDS = ("seconds", "cpu_", "time", "throughput", "per_s", "_s/", "sample_s_")
 
 GRID = {
     "experiment": "golden",

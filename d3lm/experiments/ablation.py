@@ -61,7 +61,13 @@ from d3lm.stages import sample as sample_stage
 from d3lm.stages.checkpoints import load_model
 from d3lm.stages.results import git_revision, replace_rows
 from d3lm.stages.sample import SYMBOLS, resolve_symbols
-from d3lm.stages.score import GENERATED, Scorer, evaluated, training_metrics
+from d3lm.stages.score import (
+    GENERATED,
+    Scorer,
+    evaluated,
+    sampling_metrics,
+    training_metrics,
+)
 from d3lm.stages.train import train_point, train_status
 
 GRIDS_DIR = EXPERIMENTS_DIR / "ablations"
@@ -330,7 +336,13 @@ def run_grid(
                 if not has_fasta:
                     sample_stage.sample(scfg, run.path, out=out.fasta)
                 done = scorer(scfg, out.fasta, out.metrics)
-            generated = {GENERATED: {**done.sets[GENERATED], **training_metrics(run.path)}}
+            generated = {
+                GENERATED: {
+                    **done.sets[GENERATED],
+                    **training_metrics(run.path),
+                    **sampling_metrics(out.fasta),
+                }
+            }
             labels = {**train.labels, **sp.labels}
             point = f"{run.name}/{sp.name}"
             rows = point_rows(plan, scfg, labels, point, generated, tokens, done.instrument)

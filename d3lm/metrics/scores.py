@@ -15,8 +15,8 @@ from typing import Any
 GOAL_NAMES = ("min", "max", "real")
 #: Where a score comes from: every evaluated set ("set"), sets scored against training sequences
 #: ("train"), a motif scanner ("motifs"), one per feature extractor ("feature": ``fd_<name>``,
-#: ``kid_<name>``), or the run's validation log ("log").
-SOURCES = ("set", "train", "motifs", "feature", "log")
+#: ``kid_<name>``), the run's validation log ("log"), or the sampler's provenance ("sampler").
+SOURCES = ("set", "train", "motifs", "feature", "log", "sampler")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ SCORES: dict[str, Score] = {
     "fraction_copies": Score("min", "train copies", "train"),
     "motif_corr": Score("max", "motif rate correlation", "motifs"),
     "motif_js": Score("min", "motif rate JS", "motifs"),
+    "nfe": Score("min", "network calls / sequence", "sampler"),
+    "sample_s_per_1000": Score("min", "s / 1,000 sequences", "sampler"),
 }
 
 #: How titles name a feature space (default: its registered name).

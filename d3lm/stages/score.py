@@ -23,7 +23,7 @@ from d3lm.evaluate import (
 )
 from d3lm.io import write_text
 from d3lm.metrics.motifs import MotifScanner
-from d3lm.rundir import RunDir
+from d3lm.rundir import RunDir, provenance_of
 from d3lm.stages.results import append_results
 from d3lm.stages.train import data_table
 
@@ -156,6 +156,17 @@ def training_metrics(run_dir: Path) -> dict[str, float]:
     if "val/bpn" not in log or log["val/bpn"].isna().all():
         return {}
     return {"val_bpn": float(log["val/bpn"].dropna().iloc[-1])}
+
+
+def sampling_metrics(fasta: Path) -> dict[str, float]:
+    """``nfe``: network evaluations per sequence, and ``sample_s_per_1000``: wall seconds per
+    1,000 sequences on the machine that sampled them (its provenance names it), from the
+    samples' provenance; empty for samples drawn before provenance was recorded."""
+    path = provenance_of(fasta)
+    if not path.exists():
+        return {}
+    info = json.loads(path.read_text(encoding="utf-8"))
+    return {"nfe": info["nfe_mean"], "sample_s_per_1000": 1000 * info["wall_s"] / info["n"]}
 
 
 def evaluate(cfg: DictConfig, run_dir: Path, samples: Path | None = None) -> pd.DataFrame:
