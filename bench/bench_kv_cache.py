@@ -39,6 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.manual_seed(0)  # --random-init: the same network in every run
     den, layout = load(args)
     print(
         f"{args.preset} T={args.steps}, n={args.n} x {args.bp} bp ({layout.shape[0]} tokens), "
