@@ -190,6 +190,7 @@ COMMIT_COUNTS: Registry[Any] = Registry(
     "commit_count", "d3lm.sampling", ["sample.sampler.params.count"]
 )
 REMASKERS: Registry[Any] = Registry("remasker", "d3lm.sampling", ["sample.sampler.params.remasker"])
+KV_CACHES: Registry[Any] = Registry("kv_cache", "d3lm.sampling", ["sample.sampler.params.kv_cache"])
 FEATURE_EXTRACTORS: Registry[Any] = Registry("feature_extractor", "d3lm.metrics")
 GENERATORS: Registry[Any] = Registry("generator", "d3lm.baselines")
 LOGGERS: Registry[Any] = Registry("logger", "d3lm.lit.loggers")  # trainer.loggers: a list

@@ -211,6 +211,27 @@ class SelfAttention(nn.Module):
         ).transpose(1, 2)
         return self.output(out.flatten(2) if at is None else out[at].flatten(1))
 
+    def forward_kv(self, x: Tensor, at: Query, kv: Tensor, queries: Tensor | None) -> Tensor:
+        """Attention over cached keys and values (dKV): ``x`` (N, hidden) holds the inputs at
+        the positions ``at`` = (rows, cols) only; their keys (post-rotary) and values are written
+        into ``kv`` (B, 2, heads, L, head_dim), whose other positions are taken as they are, and
+        each of them, or the subset ``queries`` (N,) bool, attends over its row -> (N_q, hidden).
+        Queries are padded per row to the row with the most (one batched attention call)."""
+        rows, cols = at
+        length, dim = kv.shape[-2:]
+        key = self.rotary(self.key(x).view(len(rows), self.heads, 1, dim), cols, length)
+        kv[rows, 0, :, cols] = key.squeeze(2).to(kv.dtype)
+        kv[rows, 1, :, cols] = self.value(x).view(len(rows), self.heads, dim).to(kv.dtype)
+        if queries is not None:
+            x, rows, cols = x[queries], rows[queries], cols[queries]
+        q = self.rotary(self.query(x).view(len(rows), self.heads, 1, dim), cols, length)
+        per_row = torch.bincount(rows, minlength=kv.shape[0])
+        slot = torch.arange(len(rows), device=rows.device) - (per_row.cumsum(0) - per_row)[rows]
+        padded = q.new_zeros((kv.shape[0], int(per_row.max()), self.heads, q.shape[-1]))
+        padded[rows, slot] = q.squeeze(2)
+        out = F.scaled_dot_product_attention(padded.transpose(1, 2), kv[:, 0], kv[:, 1])
+        return self.output(out.transpose(1, 2)[rows, slot].flatten(1))
+
 
 class SwiGLU(nn.Module):
     """One hidden -> 2*ffn projection split in order into (gate, up): silu(gate) * up -> hidden."""
@@ -349,3 +370,31 @@ class NTv2Encoder(nn.Module):
             x = layer(x, attn_mask, causal)
         query = None if at is None else at.nonzero(as_tuple=True)
         return self.final_norm(self.layers[-1](x, attn_mask, causal, query))
+
+    def forward_kv(
+        self, ids: Tensor, at: Tensor, kv: Tensor | None, reuse: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``forward(ids, at=at)`` with the keys and values at the ``reuse`` (B, L) positions
+        taken from ``kv`` (B, n_layers, 2, heads, L, head_dim; keys post-rotary), so every
+        block runs at the other positions (and ``at``) only: a sampler's dKV cache. Approximate
+        where anything is reused (bidirectional: a reused key is from its old context). ``kv``
+        is updated in place where computed and returned (allocated when None: no reuse)."""
+        b, length = ids.shape
+        if length > self.cfg.max_len:
+            raise ValueError(f"{length} tokens exceed the backbone's max_len {self.cfg.max_len}")
+        active = ~reuse | at
+        if kv is None and not active.all():
+            raise ValueError("reusing keys and values needs the cache they are taken from")
+        rows, cols = active.nonzero(as_tuple=True)
+        x = self.embeddings(ids[rows, cols])
+        for i, layer in enumerate(self.layers):
+            h = layer.attention_norm(x)
+            if kv is None:  # in the dtype of the activations (autocast's, if on)
+                shape = (b, len(self.layers), 2, self.cfg.heads, length, self.cfg.head_dim)
+                kv = h.new_empty(shape, dtype=layer.attention.key(h[:1]).dtype)
+            queries = at[rows, cols] if i == len(self.layers) - 1 else None
+            out = layer.attention.forward_kv(h, (rows, cols), kv[:, i], queries)
+            x = (x if queries is None else x[queries]) + out
+            x = x + layer.ffn(layer.ffn_norm(x))
+        assert kv is not None
+        return self.final_norm(x), kv

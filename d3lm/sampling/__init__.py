@@ -1,13 +1,14 @@
 """Samplers for masked diffusion: one shared step loop (``loop.Sampler``) composed from
-registered axes (orders, counts, remaskers); presets are named axis settings.
+registered axes (orders, counts, remaskers, key/value caches); presets are named axis settings.
 
 Importing this package registers every plugin in ``d3lm.registry``.
 """
 
-from d3lm.sampling import causal, counts, orders, planning, presets, remdm
+from d3lm.sampling import causal, counts, kvcache, orders, planning, presets, remdm
 from d3lm.sampling.base import CommitCount, Remasker, StepContext, UnmaskOrder
 from d3lm.sampling.causal import CausalDenoiser, LeftToRightSampler, network_denoiser
-from d3lm.sampling.denoiser import Denoiser, NetworkDenoiser
+from d3lm.sampling.denoiser import Denoiser, KVDenoiser, NetworkDenoiser
+from d3lm.sampling.kvcache import KVCache
 from d3lm.sampling.loop import RunStats, Sampler, StepEvent
 from d3lm.sampling.presets import PRESETS
 
@@ -16,6 +17,8 @@ __all__ = [
     "CausalDenoiser",
     "CommitCount",
     "Denoiser",
+    "KVCache",
+    "KVDenoiser",
     "LeftToRightSampler",
     "NetworkDenoiser",
     "Remasker",
@@ -26,6 +29,7 @@ __all__ = [
     "UnmaskOrder",
     "causal",
     "counts",
+    "kvcache",
     "network_denoiser",
     "orders",
     "planning",

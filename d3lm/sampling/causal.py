@@ -68,7 +68,8 @@ class CausalDenoiser(NetworkDenoiser):
     state at i - ``shift`` under causal attention (zeros before ``shift``: ``<cls>``, forced).
 
     ``encoder(ids, causal=True)`` must give (B, L, H). ``features(ids, at)`` runs the whole
-    sequence and indexes it (the backbone's sparse last block is bidirectional only).
+    sequence and indexes it (the backbone's sparse last block and its cached keys and values
+    are bidirectional only).
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class CausalDenoiser(NetworkDenoiser):
         if shift < 1:
             raise ValueError(f"a causal denoiser predicts ahead: shift must be >= 1, got {shift}")
         self.shift = shift
+        self.kv_capable = False
 
     @torch.no_grad()
     def features(self, ids: Tensor, at: Tensor | None = None) -> Tensor:

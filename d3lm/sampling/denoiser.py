@@ -32,6 +32,24 @@ class Denoiser(Protocol):
     def logits(self, features: Tensor) -> Tensor: ...
 
 
+@runtime_checkable
+class KVDenoiser(Denoiser, Protocol):
+    """A denoiser that can also reuse keys and values (an optional capability: a sampler's
+    ``kv_cache`` uses it only where ``kv_capable`` is True).
+
+    ``features_kv(ids, at, kv, reuse)`` -> (features (N, H) at ``at`` (B, L), ``kv``): the
+    keys and values at the ``reuse`` (B, L) positions are taken from ``kv``, a tensor with one
+    row per sequence (what is in a row is the denoiser's business; None on a first call), and
+    the rest are computed and written back into the ``kv`` returned.
+    """
+
+    kv_capable: bool
+
+    def features_kv(
+        self, ids: Tensor, at: Tensor, kv: Tensor | None, reuse: Tensor
+    ) -> tuple[Tensor, Tensor]: ...
+
+
 class NetworkDenoiser:
     """Adapts an encoder ``(ids) -> hidden`` and an LM head ``(hidden) -> logits``.
 
@@ -40,7 +58,8 @@ class NetworkDenoiser:
 
     Runs without gradients; ``autocast`` (e.g. ``torch.bfloat16``) runs the encoder under
     autocast on the ids' device, while logits always come back in float32. ``nfe`` counts the
-    sequences passed through the encoder, for benchmarks.
+    sequences passed through the encoder, for benchmarks. An encoder with a ``forward_kv``
+    method (``NTv2Encoder``) makes it a :class:`KVDenoiser`.
     """
 
     time_conditioned = False
@@ -58,6 +77,7 @@ class NetworkDenoiser:
         self.autocast = autocast
         self.nfe = 0
         self._sparse = takes_keyword(encoder, "at")
+        self.kv_capable = callable(getattr(encoder, "forward_kv", None))
 
     def _context(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
         if self.autocast is None:
@@ -71,6 +91,16 @@ class NetworkDenoiser:
             if at is None:
                 return self.encoder(ids)
             return self.encoder(ids, at=at) if self._sparse else self.encoder(ids)[at]
+
+    @torch.no_grad()
+    def features_kv(
+        self, ids: Tensor, at: Tensor, kv: Tensor | None, reuse: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        if not self.kv_capable:
+            raise TypeError(f"{type(self.encoder).__name__} has no forward_kv")
+        self.nfe += ids.shape[0]
+        with self._context(ids.device):
+            return self.encoder.forward_kv(ids, at, kv, reuse)  # type: ignore[attr-defined]
 
     @torch.no_grad()
     def logits(self, features: Tensor) -> Tensor:

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from d3lm.errors import D3lmError
 from d3lm.params import PositiveInt
-from d3lm.registry import COMMIT_COUNTS, REMASKERS, SCHEDULES, UNMASK_ORDERS
+from d3lm.registry import COMMIT_COUNTS, KV_CACHES, REMASKERS, SCHEDULES, UNMASK_ORDERS
 from d3lm.sampling import rng
 from d3lm.sampling.base import StepContext
 from d3lm.sampling.cohorts import Cohort, Features, Request, Result, refill
@@ -40,11 +41,13 @@ Hook = Callable[[StepEvent], None]
 
 @dataclass
 class RunStats:
-    """Per sequence of the last ``sample``/``infill`` call: network evaluations and the step at
-    which each position was (last) committed (-1: known, never sampled)."""
+    """Per sequence of the last ``sample``/``infill`` call: network evaluations, the step at
+    which each position was (last) committed (-1: known, never sampled), and how many of the
+    evaluations were full passes (all, unless a ``kv_cache`` reused keys in the others)."""
 
     nfe: Tensor  #: (n,)
     trace: Tensor  #: (n, L)
+    full: Tensor  #: (n,)
 
 
 def _alpha_fn(schedule: Any) -> Callable[[float], float]:
@@ -63,6 +66,11 @@ def _alpha_fn(schedule: Any) -> Callable[[float], float]:
 def _axis(registry: Any, spec: Any, params: Mapping[str, Any] | None) -> Any:
     """Build an axis from its name (config) or take an instance (code)."""
     return registry.build(spec, params) if isinstance(spec, str) else spec
+
+
+def _name(axis: Any) -> str:
+    """An axis as a config names it, or its class for one given as an instance."""
+    return axis if isinstance(axis, str) else type(axis).__name__
 
 
 def _top_set(scores: Tensor, candidates: Tensor, k: Tensor) -> Tensor:
@@ -96,7 +104,9 @@ class Sampler:
     (and, for replanning orders, committed) positions for orders and counts that read logits,
     and, for the others, with the head, softmax and draws, only at the positions chosen before
     the call. Both off = the straightforward loop (benchmarks): the whole network and the head
-    at every position of every sequence, every step.
+    at every position of every sequence, every step. ``kv_cache`` (an axis,
+    :mod:`d3lm.sampling.kvcache`) reuses the keys and values of decided positions between
+    calls: approximate, unlike the two above; ``none`` (the default) reuses nothing.
     """
 
     def __init__(
@@ -108,6 +118,8 @@ class Sampler:
         order_params: Mapping[str, Any] | None = None,
         count_params: Mapping[str, Any] | None = None,
         remasker_params: Mapping[str, Any] | None = None,
+        kv_cache: Any = "none",
+        kv_cache_params: Mapping[str, Any] | None = None,
         steps: int = 50,
         temperature: float = 1.0,
         top_k: PositiveInt | None = None,
@@ -124,6 +136,13 @@ class Sampler:
         self.order = _axis(UNMASK_ORDERS, order, order_params)
         self.count = _axis(COMMIT_COUNTS, count, count_params)
         self.remasker = _axis(REMASKERS, remasker, remasker_params)
+        self.kv_cache = _axis(KV_CACHES, kv_cache, kv_cache_params)
+        self._kv_cache_name = _name(kv_cache)
+        if self.kv_cache.reuses and not sparse_head:
+            raise D3lmError(
+                f"kv_cache {self._kv_cache_name!r} cannot run with sparse_head=False: the "
+                "straightforward loop computes every position at every step"
+            )
         self.steps, self.temperature = steps, temperature
         self.top_k, self.top_p = top_k, top_p
         self.block_length = block_length
@@ -195,6 +214,11 @@ class Sampler:
                 f"{tuple(bad[0].tolist())}"
             )
         ids = ids.masked_fill(~known, denoiser.mask_id)
+        if self.kv_cache.reuses and not getattr(denoiser, "kv_capable", False):
+            raise D3lmError(
+                f"kv_cache {self._kv_cache_name!r} needs a denoiser that reuses keys and "
+                f"values (features_kv); {type(denoiser).__name__} has none"
+            )
         n = ids.shape[0]
         cohorts = (
             self._cohort(
@@ -213,9 +237,10 @@ class Sampler:
             results[k] = result
             bar.update(len(result[0]))
         bar.close()
-        done = [results[k] for k in range(len(results))]
-        self.last_run = RunStats(torch.cat([r[1] for r in done]), torch.cat([r[2] for r in done]))
-        return torch.cat([r[0] for r in done])
+        done = [results[k] for k in sorted(results)]
+        ids, nfe, full, trace = (torch.cat(part) for part in zip(*done, strict=True))
+        self.last_run = RunStats(nfe, trace, full)
+        return ids
 
     # ----------------------------------------------------------------------------- internals
 
@@ -255,13 +280,16 @@ class Sampler:
         request and is sent its features, so ``cohorts.refill`` can merge several cohorts' calls."""
         b, length = ids.shape
         free = ids == den.mask_id
-        state = Features(den, ids, self.cache, self.sparse_head)
+        kv = self.kv_cache.rows(ids, den.mask_id)
+        state = Features(den, ids, self.cache, self.sparse_head, kv)
         confidence = torch.zeros(b, length, dtype=torch.float64, device=ids.device)
         trace = torch.full_like(ids, -1)
         keys = rng.row_keys(seed, index)
         logits_first = not self.sparse_head or self.order.needs_logits or self.count.needs_logits
         step0 = 0
         for start, end, n_steps in self._blocks(length):
+            if start > 0:
+                state.expire()  # the block before is complete: refresh any kept keys
             window = torch.zeros(length, dtype=torch.bool, device=ids.device)
             window[start:end] = True
             for j in range(n_steps):
@@ -299,7 +327,7 @@ class Sampler:
                 if hook is not None:
                     hook(StepEvent(step0 + j, index, ids, commit, remask))
             step0 += n_steps
-        return ids, state.nfe, trace
+        return ids, state.nfe, state.full, trace
 
     def _step_dense(
         self, den: Denoiser, ctx: StepContext, state: Features, layout: Tensor
@@ -309,7 +337,7 @@ class Sampler:
         where = ctx.eligible | ctx.committed if self.order.replans else ctx.eligible
         if not self.sparse_head:
             where = torch.ones_like(where)
-        feats = yield from state.get(ctx.ids, ctx.eligible.any(1), where)
+        feats = yield from state.get(ctx.ids, ctx.eligible.any(1), where, ctx.step)
         r, c = ctx.at = where.nonzero(as_tuple=True)
         ctx.probs = self._probs(den.logits(feats[r, c]), layout[c])
         ctx.draws = _inverse_cdf(ctx.probs, ctx.stream(rng.TOKEN)[r, c])
@@ -336,7 +364,7 @@ class Sampler:
         p_tok = torch.zeros_like(ctx.confidence)
         if commit.any() or not self.cache:
             r, c = commit.nonzero(as_tuple=True)
-            feats = yield from state.at(ctx.ids, commit)
+            feats = yield from state.at(ctx.ids, commit, ctx.step)
             probs = self._probs(den.logits(feats), layout[c])
             tok = _inverse_cdf(probs, ctx.stream(rng.TOKEN)[r, c])
             tokens[r, c] = tok
