@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from d3lm.model import PRESETS, BackboneConfig, LMHead, NTv2Encoder, count_parameters
-from d3lm.model.backbone import Rotary, SwiGLU
+from d3lm.model.backbone import SwiGLU
+from d3lm.model.rotary import Rotary
 from d3lm.registry import BACKBONES
 
 
