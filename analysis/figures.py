@@ -102,3 +102,41 @@ def headline(rows: pd.DataFrame) -> str:
         if metric in present:
             return metric
     raise ValueError("no Fréchet distance in the results (evaluate.features is empty)")
+
+
+def pareto_figure(rows: pd.DataFrame, axes: Sequence[str], metric: str, cost: str) -> plt.Figure:
+    """Quality against cost: per grid point the mean ``cost`` over seeds (x) and the mean
+    ``metric`` with its 95 % t interval over seeds (y), each point labelled, with the real-DNA
+    level drawn across; lower-left is cheaper and better."""
+    data = rows.assign(point=row_labels(rows, axes))
+    generated = data[data["set"] == GENERATED]
+    y = generated[generated["metric"] == metric]
+    x = generated[generated["metric"] == cost].groupby("point")["value"].mean()
+    scale = DISPLAY_SCALE.get(metric, 1.0)
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for point, group in y.groupby("point", sort=False):
+        if point not in x:
+            continue
+        low, high = t_interval(group["value"] * scale)
+        mean = group["value"].mean() * scale
+        ax.errorbar(
+            x[point],
+            mean,
+            yerr=[[mean - low], [high - mean]],
+            fmt="o",
+            color="C0",
+            capsize=3,
+            markersize=4,
+        )
+        ax.annotate(
+            point, (x[point], mean), textcoords="offset points", xytext=(4, 3), fontsize="x-small"
+        )
+    real = data.loc[(data["set"] == "real") & (data["metric"] == metric), "value"]
+    if len(real):
+        ax.axhline(real.mean() * scale, color="0.3", lw=1, label=REFERENCE_SETS["real"])
+        ax.legend(frameon=False, fontsize="small")
+    ax.set_xlabel(TITLES.get(cost, cost))
+    ax.set_ylabel(TITLES.get(metric, metric))
+    fig.tight_layout()
+    return fig
