@@ -19,9 +19,9 @@ SHARD ?=
 ABLATE = $(VENV)/bin/d3lm ablation --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) \
 	$(if $(SEI_WEIGHTS),--sei-weights $(SEI_WEIGHTS)) $(if $(SHARD),--shard $(SHARD))
 NOTEBOOK = SCALE=$(SCALE) $(PY) analysis/$(1).py
-# Every grid file but main (its own target, table-main): a new experiments/ablations/NAME.yaml gets
+# Every grid file: a new experiments/ablations/NAME.yaml gets
 # ablation-NAME and a place in tables and figures (with its analysis/NAME.py) unchanged.
-GRIDS := $(filter-out main,$(sort $(basename $(notdir $(wildcard experiments/ablations/*.yaml)))))
+GRIDS := $(sort $(basename $(notdir $(wildcard experiments/ablations/*.yaml))))
 ABLATIONS := $(GRIDS:%=ablation-%)
 
 .PHONY: venv demo test lint bench learnability clean tables figures table-main \
@@ -82,9 +82,8 @@ $(ABLATIONS): ablation-%: $(STAMP)
 	$(ABLATE) $*
 	$(call NOTEBOOK,$*)
 
-table-main: $(STAMP)
-	$(ABLATE) main
-	$(call NOTEBOOK,main)
+# The main table under the name the paper-table targets had before every grid got ablation-<grid>
+table-main: ablation-main
 
 # Pretrain diffusion and MLM models at equal compute, fine-tune them and a random init on every
 # task (experiments/understanding.yaml), then the MCC table and figure.
@@ -93,13 +92,13 @@ table-understanding: $(STAMP)
 		$(if $(SHARD),--shard $(SHARD))
 	$(call NOTEBOOK,understanding)
 
-tables: $(ABLATIONS) table-main table-understanding
+tables: $(ABLATIONS) table-understanding
 
 # Re-runs every analysis notebook whose results exist (they read results/ only), then the paper
 # claims table (reports/<SCALE>/claims.md and, at tiny, the README's copy), then the index page of
 # every table, reports/<SCALE>/README.md.
 figures: $(STAMP)
-	@for nb in $(GRIDS) main understanding; do \
+	@for nb in $(GRIDS) understanding; do \
 	  csv=$${D3LM_RESULTS:-results}/ablation-$$nb-$(SCALE).csv; \
 	  [ $$nb = understanding ] && csv=$${D3LM_RESULTS:-results}/understanding-$(SCALE).csv; \
 	  if [ -f $$csv ]; then echo "analysis/$$nb.py"; $(call NOTEBOOK,$$nb) > /dev/null || exit 1; \

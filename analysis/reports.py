@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tables import settings
+import yaml
+from tables import grid_file_paths, settings, understanding_file
 
 from d3lm.io import write_text
 
@@ -29,25 +30,19 @@ class Section:
     target: str  # the make target that trains, samples and scores it
 
 
-SECTIONS = [
-    Section(
-        "tokenization", "Tokenisation", "Fig. 3b", "ablation-tokenization", "ablation-tokenization"
-    ),
-    Section("schedule", "Noise schedules", "", "ablation-schedule", "ablation-schedule"),
-    Section("sampling", "Samplers", "Table 3", "ablation-sampling", "ablation-sampling"),
-    Section("steps", "Denoising steps", "Table 4", "ablation-steps", "ablation-steps"),
-    Section(
-        "temperature", "Temperature", "Table 5", "ablation-temperature", "ablation-temperature"
-    ),
-    Section("main", "D3LM against an autoregressive model", "", "ablation-main", "table-main"),
-    Section(
-        "understanding",
-        "Understanding: fine-tuning MCC",
-        "",
-        "understanding",
-        "table-understanding",
-    ),
-]
+def sections() -> list[Section]:
+    """One section per grid file (experiments/ablations/*.yaml, by name, then the understanding
+    grid), titled by the file's ``title`` and ``paper``: a new grid gets its part of the page
+    with no edit here."""
+    found = []
+    for path in [*grid_file_paths(), understanding_file()]:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        grid = path.parent.name == "ablations"
+        experiment = spec.get("experiment") or (f"ablation-{path.stem}" if grid else path.stem)
+        target = f"ablation-{path.stem}" if grid else f"table-{path.stem}"
+        title = spec.get("title", path.stem)
+        found.append(Section(path.stem, title, spec.get("paper", ""), experiment, target))
+    return found
 
 
 def table_part(report: str) -> str:
@@ -106,7 +101,7 @@ def page(results: Path, reports: Path, scale: str) -> str:
         "and what the tables say are in [docs/ablations.md](../../docs/ablations.md) and "
         "[docs/understanding.md](../../docs/understanding.md)."
     )
-    parts = [intro, claims(reports), *(section(results, reports, scale, s) for s in SECTIONS)]
+    parts = [intro, claims(reports), *(section(results, reports, scale, s) for s in sections())]
     return "\n\n".join(parts) + "\n"
 
 

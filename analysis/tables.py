@@ -103,13 +103,25 @@ def load_results(grid: str, axes: Sequence[str]) -> pd.DataFrame:
 WILDCARD = "*"
 
 
+def experiments_dir() -> Path:
+    """``experiments/`` (``D3LM_EXPERIMENTS`` moves it, as it does for ``d3lm ablation``)."""
+    return Path(os.environ.get("D3LM_EXPERIMENTS", Path(__file__).parents[1] / "experiments"))
+
+
+def grid_file_paths() -> list[Path]:
+    """Every ablation grid file, ``experiments/ablations/*.yaml``."""
+    return sorted((experiments_dir() / "ablations").glob("*.yaml"))
+
+
+def understanding_file() -> Path:
+    return experiments_dir() / "understanding.yaml"
+
+
 def grid_file(grid: str) -> dict[str, Any]:
-    """The grid file ``experiments/ablations/<grid>.yaml`` as plain data (``D3LM_EXPERIMENTS``
-    moves the folder, as it does for ``d3lm ablation``): read as YAML rather than through the
-    library's grid loader, so the notebooks depend on the results and the files they were made
-    from, never on the code that made them."""
-    default = Path(__file__).parents[1] / "experiments"
-    path = Path(os.environ.get("D3LM_EXPERIMENTS", default)) / "ablations" / f"{grid}.yaml"
+    """The grid file ``experiments/ablations/<grid>.yaml`` as plain data: read as YAML rather
+    than through the library's grid loader, so the notebooks depend on the results and the files
+    they were made from, never on the code that made them."""
+    path = experiments_dir() / "ablations" / f"{grid}.yaml"
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 

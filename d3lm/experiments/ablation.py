@@ -108,7 +108,19 @@ def grid_path(name: str | Path) -> Path:
     return path
 
 
-GRID_KEYS = ("experiment", "models", "seeds", "config", "by_scale", "train", "sample", "reference")
+#: ``title`` and ``paper`` name the grid's section of reports/<scale>/README.md (analysis only).
+GRID_KEYS = (
+    "experiment",
+    "title",
+    "paper",
+    "models",
+    "seeds",
+    "config",
+    "by_scale",
+    "train",
+    "sample",
+    "reference",
+)
 
 
 def load_grid(name: str | Path, seeds: int | Sequence[int] | None = None) -> Grid:

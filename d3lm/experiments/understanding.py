@@ -40,7 +40,7 @@ from d3lm.stages.results import git_revision
 from d3lm.stages.train import train_point, train_status
 
 GRID = EXPERIMENTS_DIR / "understanding.yaml"
-KEYS = {"experiment", "seeds", "pretrain", "finetune", "checkpoints"}
+KEYS = {"experiment", "title", "seeds", "pretrain", "finetune", "checkpoints"}
 
 
 @dataclass
