@@ -250,7 +250,8 @@ def test_the_reports_index_carries_every_table_with_its_note(analysis_env: Path)
     assert "\n\n".join(steps[:3]) in page  # caption, table, note
     assert "n = 1,000 samples per point; training seeds 0, 1" in page
     assert "Paired against the reference point" not in page  # that stays in steps.md
-    assert "`make ablation-steps SCALE=micro`" in page and "`make ablation-main SCALE=micro`" in page
+    assert "`make ablation-steps SCALE=micro`" in page
+    assert "`make ablation-main SCALE=micro`" in page
     assert "[steps.md](steps.md)" in page and "![Denoising steps](steps.png)" in page
     assert "`make ablation-temperature SCALE=micro` (paper Table 5): no rows in" in page
     runpy.run_path(str(ANALYSIS / "reports.py"), run_name="__main__")
