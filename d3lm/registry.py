@@ -194,3 +194,4 @@ KV_CACHES: Registry[Any] = Registry("kv_cache", "d3lm.sampling", ["sample.sample
 FEATURE_EXTRACTORS: Registry[Any] = Registry("feature_extractor", "d3lm.metrics")
 GENERATORS: Registry[Any] = Registry("generator", "d3lm.baselines")
 LOGGERS: Registry[Any] = Registry("logger", "d3lm.lit.loggers")  # trainer.loggers: a list
+CONDITIONINGS: Registry[Any] = Registry("conditioning", "d3lm.conditioning", ["conditioning.name"])
