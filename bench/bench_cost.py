@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs; the median counts")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--write", type=Path, help="splice the table into this Markdown file")
+    ap.add_argument("--section", default="sampling-cost", help="marker name for --write")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load_plugins()
@@ -56,7 +57,8 @@ def main() -> None:
                 nfe[point.name] = info["nfe_mean"]
     exact = statistics.median(seconds[points[0].name])
     lines = [
-        f"`python bench/bench_cost.py {args.run} --n {args.n} --repeats {args.repeats}` "
+        f"`python bench/bench_cost.py {args.run} --n {args.n} --bp {args.bp} "
+        f"--repeats {args.repeats}` "
         f"on {describe('cpu')}; {args.bp} bp, one process, median of {args.repeats} "
         "interleaved runs.",
         "",
@@ -72,7 +74,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        splice(args.write, "sampling-cost", text)
+        splice(args.write, args.section, text)
 
 
 if __name__ == "__main__":
