@@ -182,6 +182,9 @@ CASES: list[tuple[str, Callable[[World], list[str]], list[str]]] = [
     # ---- seeds: one range everywhere
     ("seed", train_with("seed=-1"), ["seed=-1", "in [0, 2**32)"]),
     ("sample-seed", sample("sample.seed=-1"), ["sample.seed=-1", "in [0, 2**32)"]),
+    # ---- labels and guidance (classifier-free): a conditional run's only
+    ("sample-guidance", sample("guidance=-1"), ["sample.guidance=-1", "finite number >= 0"]),
+    ("sample-label-unconditional", sample("--label", "a"), ["--label", "conditioning: none"]),
     ("finetune-seed", finetune("seed=-1"), ["seed=-1", "in [0, 2**32)"]),
     ("evaluate-seed", evaluate("samples.fa", "--seed", "-1"), ["--seed", "-1", "2**32"]),
     # ---- keys whose default is null: the range table says what they take

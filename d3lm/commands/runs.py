@@ -20,7 +20,7 @@ from d3lm.commands.table import (
     Command,
     arg,
 )
-from d3lm.config import load_config, load_run_config
+from d3lm.config import dotlist, load_config, load_run_config
 from d3lm.errors import D3lmError
 from d3lm.interrupt import Interrupted, at
 from d3lm.io import check_folder, check_not_inputs
@@ -96,16 +96,25 @@ def train(args: argparse.Namespace) -> Path:
         raise
 
 
+#: Keys of the sample stage (not of the sampler) a command line may give bare: guidance=2.
+SAMPLE_KEYS = frozenset({"guidance"})
+
+
 def sample(args: argparse.Namespace) -> Path:
     from d3lm.stages.sample import sample
 
-    # a key under a top-level config section (sample.seed=1) is a config key; anything else
-    # (steps=25, order_params.noise=1) is a sampler parameter
+    # a key under a top-level config section (sample.seed=1) is a config key, one of
+    # SAMPLE_KEYS is the sample stage's; anything else (steps=25, order_params.noise=1) is a
+    # sampler parameter
     sections = set(load_config())
     dotted = [o for o in args.overrides if o.split("=", 1)[0].split(".", 1)[0] in sections]
-    params = [f"sample.sampler.params.{o}" for o in args.overrides if o not in dotted]
+    stage = [o for o in args.overrides if o.split("=", 1)[0] in SAMPLE_KEYS]
+    params = [f"sample.sampler.params.{o}" for o in args.overrides if o not in dotted + stage]
     given = (("n", args.n), ("bp", args.bp), ("workers", args.workers))
     extra = [f"sample.{k}={v}" for k, v in given if v is not None]
+    extra += [f"sample.{o}" for o in stage]
+    if args.label:  # as JSON strings: a class name is never read as a number or a list
+        extra += dotlist({"sample.labels": args.label})
     if args.sampler:
         extra.append(f"sample.sampler.name={args.sampler}")
     run = RunDir(args.run)
@@ -202,6 +211,12 @@ COMMANDS: tuple[Command, ...] = (
             arg("--n", type=POSITIVE, help="number of sequences"),
             arg("--bp", type=POSITIVE, help="length of each sequence"),
             arg(
+                "--label",
+                action="append",
+                help="a conditional run's class to sample (repeat: equal shares), or all: an "
+                "equal share per class; with guidance=W (classifier-free, W >= 0)",
+            ),
+            arg(
                 "--workers",
                 help="processes that split the sequences (CPU): an integer, or auto = one per core",
             ),
@@ -211,8 +226,8 @@ COMMANDS: tuple[Command, ...] = (
                 "overrides",
                 nargs="*",
                 metavar="key=value",
-                help="sampler parameters (steps=25, steps=per_token) or dotted config keys "
-                "(sample.seed=1)",
+                help="sampler parameters (steps=25, steps=per_token), guidance=W or dotted "
+                "config keys (sample.seed=1)",
             ),
         ),
     ),

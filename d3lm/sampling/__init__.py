@@ -4,10 +4,11 @@ registered axes (orders, counts, remaskers, key/value caches); presets are named
 Importing this package registers every plugin in ``d3lm.registry``.
 """
 
-from d3lm.sampling import causal, counts, kvcache, orders, planning, presets, remdm
+from d3lm.sampling import causal, counts, guidance, kvcache, orders, planning, presets, remdm
 from d3lm.sampling.base import CommitCount, Remasker, StepContext, UnmaskOrder
 from d3lm.sampling.causal import CausalDenoiser, LeftToRightSampler, network_denoiser
 from d3lm.sampling.denoiser import Denoiser, KVDenoiser, NetworkDenoiser
+from d3lm.sampling.guidance import GuidedDenoiser, guided
 from d3lm.sampling.kvcache import KVCache
 from d3lm.sampling.loop import RunStats, Sampler, StepEvent
 from d3lm.sampling.presets import PRESETS
@@ -17,6 +18,7 @@ __all__ = [
     "CausalDenoiser",
     "CommitCount",
     "Denoiser",
+    "GuidedDenoiser",
     "KVCache",
     "KVDenoiser",
     "LeftToRightSampler",
@@ -29,6 +31,8 @@ __all__ = [
     "UnmaskOrder",
     "causal",
     "counts",
+    "guidance",
+    "guided",
     "kvcache",
     "network_denoiser",
     "orders",

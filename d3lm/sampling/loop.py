@@ -164,7 +164,7 @@ class Sampler:
         progress: bool = False,
         first_index: int = 0,
     ) -> Tensor:
-        """``n`` sequences (n, L) legal under ``layout`` (L, V)."""
+        """``n`` sequences (n, L) legal under ``layout`` (L, W), W >= the logits' width V."""
         ids = torch.full((n, layout.shape[0]), denoiser.mask_id, device=layout.device)
         known = torch.zeros_like(ids, dtype=torch.bool)
         return self.infill(
@@ -195,6 +195,8 @@ class Sampler:
         """Fill the positions of ``ids`` (n, L) where ``known`` is False; known ones never change.
 
         Positions whose layout allows exactly one token are known too (e.g. ``<cls>``).
+        ``layout`` (L, W) may be wider than the denoiser's vocabulary V (a conditioning's
+        layout): ids >= V (condition tokens) can only be known, never drawn.
         Sequences run in cohorts of ``batch_size`` whose network calls are merged
         (``cohorts.refill``), so hook events of cohorts in flight interleave. ``first_index`` is
         the global id of the first sequence (random draws and hook ``index`` follow it), so a
@@ -212,6 +214,13 @@ class Sampler:
             raise ValueError(
                 f"known token not allowed by layout at (sequence, position) "
                 f"{tuple(bad[0].tolist())}"
+            )
+        drawable = layout[:, : denoiser.vocab_size].any(-1)
+        undrawable = (~known & ~drawable).nonzero()
+        if len(undrawable):
+            raise ValueError(
+                f"position {int(undrawable[0, 1])} is to be drawn but its layout allows no id "
+                f"below the vocabulary's {denoiser.vocab_size} (a condition token must be known)"
             )
         ids = ids.masked_fill(~known, denoiser.mask_id)
         if self.kv_cache.reuses and not getattr(denoiser, "kv_capable", False):
@@ -254,7 +263,9 @@ class Sampler:
         return [(s, min(s + size, length), per + (i < extra)) for i, s in enumerate(starts)]
 
     def _probs(self, logits: Tensor, allowed: Tensor) -> Tensor:
-        """Legal tokens only, temperature, top-k, top-p; softmax in float64."""
+        """Legal tokens only, temperature, top-k, top-p; softmax in float64. ``allowed`` may be
+        wider than the logits: the ids past them (condition tokens) are never drawn."""
+        allowed = allowed[..., : logits.shape[-1]]
         x = logits.double().masked_fill(~allowed, float("-inf")) / self.temperature
         if self.top_k is not None and self.top_k < x.shape[-1]:
             kth = x.topk(self.top_k, dim=-1).values[..., -1:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +22,11 @@ SAMPLE_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
         for key in ("n", "bp", "batch_size")
     },
     "sample.seed": SEED,
+    # classifier-free guidance's w: 0 is the conditional model itself, negative would steer away
+    "sample.guidance": (
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf,
+        "a finite number >= 0",
+    ),
 }
 
 

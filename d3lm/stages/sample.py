@@ -29,6 +29,7 @@ from d3lm.rundir import RunDir, provenance_of
 from d3lm.sampling import workers as sampling_workers
 from d3lm.sampling.causal import network_denoiser
 from d3lm.stages.checkpoints import load_model
+from d3lm.stages.conditional import Condition, header
 from d3lm.stages.ranges import SAMPLE_RANGES
 
 
@@ -84,6 +85,7 @@ def sample(
     checkpoint = run.last_checkpoint()  # one file for every worker, even if training goes on
     model = load_model(run.path, checkpoint)
     check_context(model, s.bp, run.path)
+    condition = Condition.of(model, s.labels, s.guidance, s.n, str(run.path))
     cfg = cfg.copy()
     resolve_symbols(cfg, model.tokenizer)  # e.g. steps=per_token, from this run's tokenizer
     # workers load the checkpoint; the dtype is resolved here, once
@@ -102,12 +104,15 @@ def sample(
             f"sampler {s.sampler.name!r} returned {len(wrong)} sequences that are "
             f"not {s.bp} bp (first: index {wrong[0]})"
         )
-    records = ((f"{cfg.experiment}/{run.name}/{i}", seq) for i, seq in enumerate(sequences))
+    records = (
+        (header(f"{cfg.experiment}/{run.name}/{i}", label), seq)
+        for i, (seq, label) in enumerate(zip(sequences, condition.labels, strict=True))
+    )
     used = {"device": str(device), "workers": len(parts), "wall_s": round(wall_s, 4)}
     # both files or neither: the FASTA is renamed into place only once its sidecar is written
     with atomic_path(provenance_of(out)) as sidecar, atomic_path(out) as fasta:
         write_fasta(fasta, records)
-        info = provenance(cfg, run, autocast, used, nfe, fasta)
+        info = provenance(cfg, run, autocast, used, nfe, fasta, condition)
         sidecar.write_text(json.dumps(info, indent=1, default=str) + "\n", encoding="utf-8")
     if trace is not None:
         torch.save({"trace": torch.cat([p[2] for p in parts]), "nfe": nfe}, trace)
@@ -121,9 +126,11 @@ def provenance(
     used: dict[str, Any],
     nfe: torch.Tensor,
     fasta: Path,
+    condition: Condition,
 ) -> dict[str, Any]:
     """What a cost-quality comparison needs of one samples file: how it was drawn (sampler and
-    its resolved parameters, n, bp, seed, the autocast dtype and why), where and at what cost
+    its resolved parameters, n, bp, seed, the autocast dtype and why, the labels sampled and
+    the guidance weight), where and at what cost
     (``used``: device, worker processes, wall seconds of the sampling; mean network evaluations
     per sequence) and on what (torch, the CPU and its native-bf16 flags, the GPU); ``fasta``'s
     sha256 ties the sidecar to its file."""
@@ -140,6 +147,7 @@ def provenance(
             "dtype": autocast.name,
             "reason": autocast.reason,
         },
+        **condition.provenance(),
         **used,
         "nfe_mean": float(nfe.double().mean()),
         "machine": {
@@ -162,7 +170,8 @@ def _sample_range(
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Ids, NFE and trace of the sequences ``part`` (global indices) of ``sample``'s job, the
-    network under ``autocast`` (None: fp32, no autocast).
+    network under ``autocast`` (None: fp32, no autocast). A guided call counts two evaluations
+    (the conditional and the null pass).
 
     Without ``model`` (a worker process) it loads the plugins and the checkpoint itself: workers
     get paths, never the model."""
@@ -178,17 +187,23 @@ def _sample_range(
     denoiser = network_denoiser(
         model.encoder, model.head, model.objective, tok.mask_id, tok.vocab_size, autocast
     )
-    ids = sampler.sample(
-        denoiser,
-        len(part),
-        tok.layout(s.bp).to(device),
+    # labels are a function of (labels, n): every worker rebuilds the same from the config
+    condition = Condition.of(model, s.labels, s.guidance, s.n, str(run_dir))
+    ids, known, layout = condition.prompt(part, tok.layout(s.bp).to(device), tok.mask_id)
+    ids = sampler.infill(
+        condition.denoiser(denoiser),
+        ids,
+        known,
+        layout,
         seed=s.seed,
         batch_size=s.batch_size,
         progress=progress,
         first_index=part.start,
     )
     assert sampler.last_run is not None
-    return ids.cpu(), sampler.last_run.nfe.cpu(), sampler.last_run.trace.cpu()
+    ids = condition.strip(ids, tok.cls_id)
+    nfe = sampler.last_run.nfe * condition.passes  # sequences through the network, as timed
+    return ids.cpu(), nfe.cpu(), sampler.last_run.trace.cpu()
 
 
 def sample_device(spec: str) -> torch.device:
