@@ -281,9 +281,9 @@ def evaluate_samples(
     the classifying extractors by the caller, who knows the file and records). With
     ``reference_labels`` whose classes the classifying extractors all know, the held-out real
     row is scored with its own labels (the oracle's ceiling) and per-class distances compare
-    each class with the reference's sequences of that class. ``confusion``: where the labelled
-    sets' confusion matrices go (a CSV: set, space, intended, one column per predicted class),
-    when there are any."""
+    each class with the reference's sequences of that class. ``confusion``: where, for labelled
+    samples, the labelled sets' confusion matrices go (a CSV: set, space, intended, one column
+    per predicted class)."""
     if not samples:
         raise D3lmError("no samples to evaluate")
     length = int(pd.Series([len(s) for s in samples]).mode().iloc[0])
@@ -329,7 +329,7 @@ def evaluate_samples(
             confusions[name] = judged.confusion
         stages.update()
     stages.close()
-    if confusion is not None and confusions:
+    if confusion is not None and labels is not None and confusions:
         table = pd.concat(confusions, names=["set"])
         write_text(confusion, table.to_csv())
     return tidy(scores)

@@ -85,12 +85,10 @@ class ClassJudge:
         self.kid = kid or KidSpec()
         self.classes = tuple(classifier.classes)
         self.by_class: dict[str, torch.Tensor] = {}
-        if reference_labels is not None:
-            labels = pd.Series(list(reference_labels))
-            for label in self.classes:
-                rows = torch.from_numpy((labels == label).to_numpy())
-                if int(rows.sum()) >= 2:
-                    self.by_class[label] = reference[rows]
+        for label in self.classes if reference_labels is not None else ():
+            rows = [i for i, known in enumerate(reference_labels or ()) if known == label]
+            if len(rows) >= 2:
+                self.by_class[label] = reference[rows]
         self.kernels: dict[str, torch.Tensor] = {}  # per class: reference x reference, once
 
     def __call__(self, features: torch.Tensor, labels: Sequence[str] | None = None) -> Judged:
