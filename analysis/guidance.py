@@ -42,7 +42,7 @@ import pandas as pd
 import seaborn as sns
 from figures import save_figure
 from tables import DISPLAY_SCALE, GENERATED, REFERENCE_SETS, TITLES, load_results, t_interval
-from verdicts import write_report
+from verdicts import DELTAS, write_report
 
 from d3lm.metrics.scores import CLASS_SEP
 
@@ -143,7 +143,8 @@ report = write_report("guidance", rows, AXES, metrics, "guidance", caption)
 print(report.markdown.read_text())
 
 # %%
-classes = [*per_class(rows, "kid_oracle"), *per_class(rows, "fd_oracle")]
+kids = per_class(rows, "kid_oracle")
+classes = [*kids, *per_class(rows, "fd_oracle")]
 if classes:
     per_class_report = write_report(
         "guidance",
@@ -153,6 +154,7 @@ if classes:
         "guidance",
         "Per-class oracle KID and FD: each class's samples against the real sequences of that "
         "class (the real row: held-out real sequences of the class).",
+        deltas=dict.fromkeys(kids, DELTAS["kid_oracle"]),  # as for the whole-set KID
         stem="guidance_classes",
     )
     print(per_class_report.markdown.read_text())

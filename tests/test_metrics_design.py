@@ -14,6 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
+from d3lm.config import load_config
 from d3lm.data.fasta import write_fasta
 from d3lm.errors import D3lmError
 from d3lm.evaluate import EvaluateOptions, evaluate_fasta, evaluate_samples, split_indices
@@ -22,6 +23,7 @@ from d3lm.metrics.features.base import one_hot
 from d3lm.metrics.frechet import frechet_distance
 from d3lm.metrics.kernel import KidSpec, kernel_distance
 from d3lm.oracle.train import OracleConfig, train_oracle
+from d3lm.stages.score import Scorer
 
 BASES = "ACGT"
 CLASSES = tuple(f"c{b}" for b in BASES)
@@ -201,3 +203,47 @@ def test_a_label_the_oracle_does_not_know_names_file_and_record(oracle, tmp_path
         D3lmError, match=r"record 'a/b/0' has a label= field, record 'a/b/1' has no"
     ):
         evaluate_fasta(samples, str(data), tmp_path / "out", tmp_path, opts)
+
+
+def test_a_grid_point_of_labelled_samples_writes_its_confusion_beside_metrics(
+    oracle, tmp_path: Path
+) -> None:
+    """The grid's scorer: labelled samples get the design rows and ``confusion.csv`` beside
+    ``metrics.json``; the real row carries the ceiling at every point, labelled or not."""
+    data, table, checkpoint = oracle
+    real = held_out(table, 40)
+    cfg = load_config(
+        overrides=[
+            f"data.dataset={data}",
+            f"runs_dir={tmp_path / 'runs'}",
+            f"cache_dir={tmp_path / 'cache'}",
+            "evaluate.features=[oracle]",
+            f"evaluate.params={{oracle: {{checkpoint: {checkpoint}}}}}",
+            "evaluate.baselines=[uniform]",
+            "evaluate.motifs=false",
+            "evaluate.progress=false",
+            "evaluate.kid.subsets=10",
+            "sample.n=40",
+            "sample.bp=40",
+        ]
+    )
+    scorer = Scorer()
+    point = tmp_path / "labelled"
+    point.mkdir()
+    records = [(f"g/r/{i} label={r.label}", r.sequence) for i, r in enumerate(real.itertuples())]
+    write_fasta(point / "samples.fasta", records)
+    scored = scorer(cfg, point / "samples.fasta", point / "metrics.json")
+    assert "accuracy_oracle" in scored.sets["generated"] and (point / "confusion.csv").exists()
+    assert scored.sets["real"]["accuracy_oracle"] == scored.sets["generated"]["accuracy_oracle"]
+    assert "share_oracle.m0" in scored.sets["uniform"]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    write_fasta(plain / "samples.fasta", [(f"g/r/{i}", s) for i, s in enumerate(real["sequence"])])
+    again = scorer(cfg, plain / "samples.fasta", plain / "metrics.json")
+    assert (
+        "accuracy_oracle" not in again.sets["generated"] and not (plain / "confusion.csv").exists()
+    )
+    assert (
+        again.sets["real"] == scored.sets["real"]
+        and again.sets["uniform"] == scored.sets["uniform"]
+    )

@@ -62,18 +62,6 @@ NAMED = {"fd_sei": "SFID"}
 CLASS_SEP = "."
 
 
-def feature_score(name: str) -> Score | None:
-    """``fd_<feature>`` and ``kid_<feature>`` (lower is better; KID printed x 10^3),
-    ``accuracy_<feature>`` (the classifier's rate of assigning the intended class) and
-    ``share_<feature>`` (its rate of assigning one class: as real DNA's is best), else None."""
-    kind, _, feature = name.partition("_")
-    if kind not in FEATURE_KINDS or not feature or feature.endswith(("_std", "_lo", "_hi")):
-        return None
-    space = FEATURE_TITLES.get(feature, feature)
-    declared = FEATURE_KINDS[kind]
-    return replace(declared, title=NAMED.get(name, declared.title.format(space=space)))
-
-
 #: The per-feature scores, titled with the feature space's name.
 FEATURE_KINDS = {
     "fd": Score("min", "FD {space}", "feature"),
@@ -81,6 +69,19 @@ FEATURE_KINDS = {
     "accuracy": Score("max", "{space} accuracy (intended class)", "classes"),
     "share": Score("real", "{space} class share", "classes"),
 }
+
+
+def feature_score(name: str) -> Score | None:
+    """``fd_<feature>`` and ``kid_<feature>`` (lower is better; KID printed x 10^3),
+    ``accuracy_<feature>`` (the classifier's rate of assigning the intended class) and
+    ``share_<feature>`` (its rate of assigning one class: closest to real DNA's is best), else
+    None."""
+    kind, _, feature = name.partition("_")
+    if kind not in FEATURE_KINDS or not feature or feature.endswith(("_std", "_lo", "_hi")):
+        return None
+    space = FEATURE_TITLES.get(feature, feature)
+    declared = FEATURE_KINDS[kind]
+    return replace(declared, title=NAMED.get(name, declared.title.format(space=space)))
 
 
 def score(name: str) -> Score | None:
