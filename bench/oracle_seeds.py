@@ -28,7 +28,8 @@ from machine import describe, splice
 
 from d3lm.data.fasta import read_fasta
 from d3lm.data.recipes import prepare
-from d3lm.evaluate import baseline_sets, check_samples, split_reference
+from d3lm.data.samples import check_samples
+from d3lm.evaluate import baseline_sets, split_reference
 from d3lm.metrics.features import OracleFeatures
 from d3lm.metrics.frechet import frechet_distance
 from d3lm.metrics.kernel import kernel_distance

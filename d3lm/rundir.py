@@ -26,6 +26,8 @@ from d3lm.errors import NotFound
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
+#: Beside a metrics.json of labelled samples: the oracle's confusion matrix (intended x predicted).
+CONFUSION = "confusion.csv"
 SAMPLES = "samples.fasta"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
@@ -58,6 +60,10 @@ class SamplePoint:
     @property
     def metrics(self) -> Path:
         return self.path / METRICS
+
+    @property
+    def confusion(self) -> Path:
+        return self.path / CONFUSION
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.path / METRICS
+
+    @property
+    def confusion(self) -> Path:
+        return self.path / CONFUSION
 
     @property
     def samples(self) -> Path:

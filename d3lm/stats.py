@@ -49,6 +49,18 @@ def seed_interval(values: Sequence[float], confidence: float = 0.95) -> Interval
     return Interval(float(x.mean()), float(low), float(high), len(x))
 
 
+def proportion_interval(
+    successes: int, trials: int, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """(rate, low, high): a success rate over ``trials`` (an oracle's accuracy on one sample
+    set) with its Wilson score interval (scipy's binomial test), the noise of one set where a
+    t interval over seeds needs several trained models; NaN without trials."""
+    if trials < 1:
+        return math.nan, math.nan, math.nan
+    ci = stats.binomtest(successes, trials).proportion_ci(confidence, method="wilson")
+    return successes / trials, float(ci.low), float(ci.high)
+
+
 def paired_difference(
     point: Mapping[int, float], reference: Mapping[int, float], confidence: float = 0.95
 ) -> Interval:

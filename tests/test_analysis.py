@@ -22,6 +22,7 @@ ANALYSIS = Path(__file__).parents[1] / "analysis"
 NOTEBOOKS = sorted(path.stem for path in GRIDS_DIR.glob("*.yaml"))
 METRICS = ["val_bpn", "fd_kmer", "fd_oracle", "js_k6", "gc_ratio_gc_at", "gc_ratio_g_c"]
 METRICS += ["cpg_oe", "fraction_unique", "mean_hamming", "nearest_mean", "fraction_copies", "nfe"]
+METRICS += ["accuracy_oracle"]  # the guidance figure plots it
 REFERENCES = ["real", "markov", "shuffle", "uniform"]
 
 

@@ -8,15 +8,16 @@ verdicts and column titles from them, so none of those keeps a list of its own.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 #: Better is lower, higher, or closer to real DNA's value.
 GOAL_NAMES = ("min", "max", "real")
 #: Where a score comes from: every evaluated set ("set"), sets scored against training sequences
 #: ("train"), a motif scanner ("motifs"), one per feature extractor ("feature": ``fd_<name>``,
-#: ``kid_<name>``), the run's validation log ("log"), or the sampler's provenance ("sampler").
-SOURCES = ("set", "train", "motifs", "feature", "log", "sampler")
+#: ``kid_<name>``), a classifying extractor's classes ("classes": ``accuracy_<name>``,
+#: ``share_<name>``), the run's validation log ("log"), or the sampler's provenance ("sampler").
+SOURCES = ("set", "train", "motifs", "feature", "classes", "log", "sampler")
 
 
 @dataclass(frozen=True)
@@ -56,20 +57,41 @@ FEATURE_TITLES = {"kmer": "k-mer"}
 NAMED = {"fd_sei": "SFID"}
 
 
+#: Joins a score to the one class it was computed over: ``kid_oracle.K562`` is ``kid_oracle`` of
+#: the samples meant to be K562 against the real K562 sequences (:mod:`d3lm.metrics.design`).
+CLASS_SEP = "."
+
+
+#: The per-feature scores, titled with the feature space's name.
+FEATURE_KINDS = {
+    "fd": Score("min", "FD {space}", "feature"),
+    "kid": Score("min", "KID {space} ×10³", "feature", scale=1e3),
+    "accuracy": Score("max", "{space} accuracy (intended class)", "classes"),
+    "share": Score("real", "{space} class share", "classes"),
+}
+
+
 def feature_score(name: str) -> Score | None:
-    """``fd_<feature>`` and ``kid_<feature>`` (lower is better; KID printed x 10^3), else None."""
+    """``fd_<feature>`` and ``kid_<feature>`` (lower is better; KID printed x 10^3),
+    ``accuracy_<feature>`` (the classifier's rate of assigning the intended class) and
+    ``share_<feature>`` (its rate of assigning one class: closest to real DNA's is best), else
+    None."""
     kind, _, feature = name.partition("_")
-    if kind not in ("fd", "kid") or not feature or feature.endswith(("_std", "_lo", "_hi")):
+    if kind not in FEATURE_KINDS or not feature or feature.endswith(("_std", "_lo", "_hi")):
         return None
     space = FEATURE_TITLES.get(feature, feature)
-    if kind == "fd":
-        return Score("min", NAMED.get(name, f"FD {space}"), "feature")
-    return Score("min", NAMED.get(name, f"KID {space} ×10³"), "feature", scale=1e3)
+    declared = FEATURE_KINDS[kind]
+    return replace(declared, title=NAMED.get(name, declared.title.format(space=space)))
 
 
 def score(name: str) -> Score | None:
-    """The declaration of score ``name``, or None for a name that is not a score."""
-    return SCORES.get(name) or feature_score(name)
+    """The declaration of score ``name``, or None for a name that is not a score; a score over
+    one class (``<score>.<class>``) is its score's, titled with the class."""
+    base, sep, label = name.partition(CLASS_SEP)
+    declared = SCORES.get(base) or feature_score(base)
+    if not sep:
+        return declared
+    return replace(declared, title=f"{declared.title} {label}") if declared and label else None
 
 
 def names(*sources: str) -> tuple[str, ...]:

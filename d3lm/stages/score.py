@@ -14,16 +14,20 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from d3lm.data.fasta import read_fasta
+from d3lm.data.samples import read_labelled
 from d3lm.evaluate import (
     EvaluateOptions,
     build_extractors,
+    check_labels,
     evaluate_samples,
+    labels_of,
     provenance,
     write_metrics,
 )
 from d3lm.io import write_text
+from d3lm.metrics.design import classifiers
 from d3lm.metrics.motifs import MotifScanner
-from d3lm.rundir import RunDir, provenance_of
+from d3lm.rundir import CONFUSION, RunDir, provenance_of
 from d3lm.stages.results import append_results
 from d3lm.stages.train import data_table
 
@@ -58,19 +62,31 @@ def evaluated(metrics: Path, features: Iterable[str]) -> Scored | None:
     return Scored(nested, instrument)
 
 
+@dataclass(frozen=True)
+class Data:
+    """What a grid's points are scored against: the evaluation split (and its labels, when the
+    table has them: per-class rows and the oracle's ceiling) and the training split."""
+
+    reference: list[str]
+    reference_labels: list[str] | None
+    train: list[str]
+
+
 class Scorer:
     """Evaluation for a whole grid: data, extractors and baseline rows are built once.
 
     The real and baseline rows depend on the reference, the sample count and length and the
     seed, not on the model, so they are computed at the first sample point with that key, kept
-    in ``runs/<experiment>/baselines/`` and reused by every later point.
+    in ``runs/<experiment>/baselines/`` and reused by every later point. The real row is scored
+    again at every point (with the reference's labels, whether or not the samples have any), so
+    the grid's reference rows are the same whichever point wrote them last.
     """
 
     def __init__(self) -> None:
-        self._data: dict[str, tuple[list[str], list[str]]] = {}
+        self._data: dict[str, Data] = {}
         self._extractors: dict[str, Any] = {}
 
-    def data(self, cfg: DictConfig) -> tuple[list[str], list[str]]:
+    def data(self, cfg: DictConfig) -> Data:
         key = json.dumps(
             [
                 cfg.data.dataset,
@@ -82,8 +98,9 @@ class Scorer:
         )
         if key not in self._data:
             table = data_table(cfg)
-            self._data[key] = (
+            self._data[key] = Data(
                 table.loc[table["split"] == cfg.evaluate.split, "sequence"].tolist(),
+                labels_of(table, cfg.evaluate.split),
                 table.loc[table["split"] == "train", "sequence"].tolist(),
             )
         return self._data[key]
@@ -94,6 +111,8 @@ class Scorer:
     def baseline_file(
         self, cfg: DictConfig, options: EvaluateOptions, instrument: Mapping[str, Any]
     ) -> Path:
+        extractors = self.extractors(cfg, options)
+        classes = [list(c.classes) for c in classifiers(extractors).values()]
         data_params = OmegaConf.to_container(cfg.data.params, resolve=True)
         key = {
             "dataset": str(cfg.data.dataset),
@@ -105,6 +124,9 @@ class Scorer:
             "seed": options.seed,
             "distances": [dataclasses.asdict(options.kid), dataclasses.asdict(options.intervals)],
             "instrument": dict(instrument),
+            # only with a classifying extractor (its class shares are in the rows), so
+            # baselines cached before those existed are scored again, and others keep names
+            **({"classes": classes} if classes else {}),
         }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
         name = f"n{cfg.sample.n}-bp{cfg.sample.bp}-s{cfg.seed}-{digest}.json"
@@ -116,18 +138,30 @@ class Scorer:
             self._extractors[spec] = build_extractors(options.features, Path(cfg.cache_dir))
         return self._extractors[spec]
 
-    def rows(self, cfg: DictConfig, samples: Path, options: EvaluateOptions) -> pd.DataFrame:
+    def rows(
+        self,
+        cfg: DictConfig,
+        samples: Path,
+        options: EvaluateOptions,
+        confusion: Path | None = None,
+    ) -> pd.DataFrame:
         """Tidy rows (run, metric, value) of the samples, the real set and ``options``'
-        baselines."""
-        reference, train = self.data(cfg)
+        baselines; labelled samples' confusion matrices go to ``confusion``."""
+        data = self.data(cfg)
+        extractors = self.extractors(cfg, options)
+        read = read_labelled(samples)
+        check_labels(read, extractors)
         return evaluate_samples(
-            read_samples(samples),
-            reference,
-            train,
-            self.extractors(cfg, options),
+            read.sequences,
+            data.reference,
+            data.train,
+            extractors,
             options,
             MotifScanner() if options.motifs else None,
             run=GENERATED,
+            labels=read.intended,
+            reference_labels=data.reference_labels,
+            confusion=confusion,
         )
 
     def __call__(self, cfg: DictConfig, samples: Path, out: Path) -> Scored:
@@ -138,7 +172,7 @@ class Scorer:
         cached = self.baseline_file(cfg, options, instrument)
         if cached.exists():
             options.baselines = {}
-        rows = self.rows(cfg, samples, options)
+        rows = self.rows(cfg, samples, options, out.with_name(CONFUSION))
         if not cached.exists():
             write_metrics(rows[rows["run"] != GENERATED], cached)
         sets = json.loads(cached.read_text())
@@ -174,7 +208,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, samples: Path | None = None) -> pd.
     the run's rows in results/. Returns the tidy rows of every set."""
     run = RunDir(run_dir)
     scorer = Scorer()
-    rows = scorer.rows(cfg, samples or run.samples, scorer.options(cfg))
+    rows = scorer.rows(cfg, samples or run.samples, scorer.options(cfg), run.confusion)
     write_metrics(rows, run.metrics)
     generated = rows[rows["run"] == GENERATED]
     append_results(cfg, run.path, dict(zip(generated["metric"], generated["value"], strict=True)))

@@ -111,7 +111,8 @@ class OracleFeatures(FeatureExtractor):
     dataset's distances use, trained here when none fit, is decided above the metrics
     (:func:`d3lm.oracle.datasets.default_oracle`). ``provenance`` names the network: the first
     12 hex digits of its weights' sha256 and its test accuracy (None when ``model`` came without
-    one).
+    one). ``classes`` are the checkpoint's (a ``model`` comes with its own, or none); with them
+    the oracle also judges which class a sequence is (:mod:`d3lm.metrics.design`).
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class OracleFeatures(FeatureExtractor):
         checkpoint: str | os.PathLike[str] | None = None,
         batch_size: int = 512,
         model: OracleCNN | None = None,
+        classes: Sequence[str] = (),
     ) -> None:
         accuracy = None
         if model is None:
@@ -129,7 +131,14 @@ class OracleFeatures(FeatureExtractor):
                 )
             model, meta = load_oracle(checkpoint)
             accuracy = meta.get("test_accuracy")
+            classes = classes or meta["classes"]  # type: ignore[assignment]
         self.model = model.eval()
+        self.classes = tuple(str(c) for c in classes)
+        if self.classes and len(self.classes) != self.model.head[-1].out_features:
+            raise D3lmError(
+                f"oracle classes {list(self.classes)}: the network has "
+                f"{self.model.head[-1].out_features} outputs"
+            )
         self._provenance = {
             "oracle": state_checksum(self.model.state_dict())[:12],
             "oracle_test_accuracy": None if accuracy is None else float(accuracy),
@@ -148,3 +157,10 @@ class OracleFeatures(FeatureExtractor):
             for i in range(0, len(seqs), self.batch_size)
         ]
         return torch.cat(chunks) if chunks else torch.zeros(0, self.dim, dtype=torch.float64)
+
+    @torch.no_grad()
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits (n, classes) from this extractor's features: the head after the feature
+        layer, so judging a set's classes costs no second pass over its sequences."""
+        head = self.model.head[-1]
+        return head(features.to(head.weight.dtype))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,16 +25,15 @@ from tqdm import tqdm
 
 import d3lm.baselines  # noqa: F401  (registers the baseline generators)
 from d3lm.config import load_config
-from d3lm.data.fasta import read_fasta
-from d3lm.data.tables import load_table
 from d3lm.errors import D3lmError
-from d3lm.io import check_writable, write_text
+from d3lm.io import write_text
 from d3lm.metrics.composition import (
     composition,
     encode_concatenated,
     js_divergence,
     kmer_counts_codes,
 )
+from d3lm.metrics.design import ClassJudge, Judged, classifiers
 from d3lm.metrics.diversity import diversity
 from d3lm.metrics.features import FeatureExtractor, OracleFeatures
 from d3lm.metrics.frechet import frechet_distance
@@ -45,7 +43,6 @@ from d3lm.metrics.motifs import MotifScanner, compare_rates
 from d3lm.metrics.novelty import novelty
 from d3lm.oracle.datasets import with_checkpoint
 from d3lm.registry import FEATURE_EXTRACTORS, GENERATORS
-from d3lm.rundir import METRICS
 
 
 def plugins_of(e: Any, key: str) -> dict[str, dict[str, Any]]:
@@ -69,7 +66,10 @@ class Evaluator:
     ``gc_ratio_gc_at``, ``gc_ratio_g_c``, ``cpg_oe``; ``js_k1..js_k6`` (k-mer spectrum JS vs the
     reference); ``fraction_unique``, ``mean_hamming``, ``mean_edit``; ``nearest_mean``,
     ``nearest_median``, ``fraction_copies`` (vs ``train``, when given); ``motif_corr``,
-    ``motif_js`` (when a motif scanner is given). ``progress`` shows a per-batch bar while
+    ``motif_js`` (when a motif scanner is given); per classifying extractor (the oracle) the
+    design metrics of :mod:`d3lm.metrics.design` (``share_<extractor>.<class>``; for a set
+    scored with its intended labels also ``accuracy_<extractor>`` and, given
+    ``reference_labels``, the per-class distances). ``progress`` shows a per-batch bar while
     features are extracted (batches of the extractor's own ``batch_size``, so the features are
     the same as in one call).
     """
@@ -85,11 +85,24 @@ class Evaluator:
         progress: bool = False,
         kid: KidSpec | None = None,
         intervals: Bootstrap | None = None,
+        reference_labels: Sequence[str] | None = None,
     ) -> None:
         self.extractors, self.train, self.motifs, self.seed = extractors, train, motifs, seed
         self.progress = progress
         self.kid, self.intervals = kid or KidSpec(), intervals or Bootstrap()
         self.features = {name: self.extract(name, reference) for name in extractors}
+        self.judges = {
+            name: ClassJudge(
+                name,
+                classifier,
+                self.features[name],
+                reference_labels,
+                self.kid,
+                seed,
+                self.intervals.confidence,
+            )
+            for name, classifier in classifiers(extractors).items()
+        }
         self.kernels: dict[str, torch.Tensor] = {}  # reference x reference, once per extractor
         codes = encode_concatenated(reference)
         self.spectra = {k: kmer_counts_codes(codes, k) for k in ks}
@@ -107,9 +120,21 @@ class Evaluator:
         return torch.cat(chunks) if chunks else extractor(seqs)
 
     def score(self, seqs: Sequence[str]) -> dict[str, float]:
+        return self.judge(seqs).metrics
+
+    def judge(self, seqs: Sequence[str], labels: Sequence[str] | None = None) -> Judged:
+        """Every metric of ``seqs`` (meant to be of classes ``labels``, when given), with the
+        confusion matrices of a labelled set (rows: classifying extractor, intended class)."""
         out: dict[str, float] = {}
+        confusions: dict[str, pd.DataFrame] = {}
         for name in self.extractors:
-            out.update(self.distances(name, self.extract(name, seqs)))
+            features = self.extract(name, seqs)
+            out.update(self.distances(name, features))
+            if name in self.judges:
+                judged = self.judges[name](features, labels)
+                out.update(judged.metrics)
+                if judged.confusion is not None:
+                    confusions[name] = judged.confusion
         out.update(composition(seqs))
         codes = encode_concatenated(seqs)
         for k, ref in self.spectra.items():
@@ -119,7 +144,7 @@ class Evaluator:
             out.update(novelty(seqs, self.train))
         if self.motifs is not None and self.motif_rates is not None:
             out.update(compare_rates(self.motif_rates, self.motifs.rates(seqs)))
-        return out
+        return Judged(out, pd.concat(confusions, names=["space"]) if confusions else None)
 
     def distances(self, name: str, features: torch.Tensor) -> dict[str, float]:
         """FD and KID of one set's features against the reference's in space ``name``."""
@@ -141,11 +166,17 @@ def split_reference(
     reference: Sequence[str], n_real: int, seed: int = 0
 ) -> tuple[list[str], list[str]]:
     """Disjoint halves: (reference half, up to ``n_real`` held-out real sequences)."""
-    order = np.random.default_rng(seed).permutation(len(reference))
-    half = len(reference) // 2
+    ref_half, real = split_indices(len(reference), n_real, seed)
+    return [reference[i] for i in ref_half], [reference[i] for i in real]
+
+
+def split_indices(size: int, n_real: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of :func:`split_reference`'s halves, to split labels the same way."""
+    order = np.random.default_rng(seed).permutation(size)
+    half = size // 2
     if half < 2:
-        raise D3lmError(f"the reference needs at least 4 sequences, got {len(reference)}")
-    return [reference[i] for i in order[:half]], [reference[i] for i in order[half:][:n_real]]
+        raise D3lmError(f"the reference needs at least 4 sequences, got {size}")
+    return order[:half], order[half:][:n_real]
 
 
 def baseline_sets(
@@ -240,14 +271,29 @@ def evaluate_samples(
     options: EvaluateOptions,
     motifs: MotifScanner | None = None,
     run: str = "samples",
+    labels: Sequence[str] | None = None,
+    reference_labels: Sequence[str] | None = None,
+    confusion: Path | None = None,
 ) -> pd.DataFrame:
-    """Tidy rows for the samples, the real-vs-real row and every baseline row."""
+    """Tidy rows for the samples, the real-vs-real row and every baseline row.
+
+    ``labels``: the class each sample was generated for (conditional samples; checked against
+    the classifying extractors by the caller, who knows the file and records). With
+    ``reference_labels`` whose classes the classifying extractors all know, the held-out real
+    row is scored with its own labels (the oracle's ceiling) and per-class distances compare
+    each class with the reference's sequences of that class. ``confusion``: where, for labelled
+    samples, the labelled sets' confusion matrices go (a CSV: set, space, intended, one column
+    per predicted class)."""
     if not samples:
         raise D3lmError("no samples to evaluate")
     length = int(pd.Series([len(s) for s in samples]).mode().iloc[0])
     if not options.allow_lengths:
         check_reference_length(length, reference)
-    ref_half, real = split_reference(reference, len(samples), options.seed)
+    half, held_out = split_indices(len(reference), len(samples), options.seed)
+    ref_half, real = [reference[i] for i in half], [reference[i] for i in held_out]
+    known = [set(c.classes) for c in classifiers(extractors).values()]
+    if reference_labels is None or not known or not all(set(reference_labels) <= k for k in known):
+        reference_labels = None  # nothing judges these labels (or none were given)
     stages = tqdm(
         total=3 + len(options.baselines),  # reference features, then one per scored set
         desc="evaluate",
@@ -264,18 +310,28 @@ def evaluate_samples(
         progress=options.progress,
         kid=options.kid,
         intervals=options.intervals,
+        reference_labels=None if reference_labels is None else [reference_labels[i] for i in half],
     )
     stages.update()
     pools = {"train": train or real, "real": real}
     sets = {run: list(samples), "real": real}
+    intended = {run: labels}
+    if reference_labels is not None:
+        intended["real"] = [reference_labels[i] for i in held_out]
     stages.set_postfix_str("baselines")
     sets |= baseline_sets(options.baselines, pools, len(samples), length, options.seed)
-    scores = {}
+    scores, confusions = {}, {}
     for name, seqs in sets.items():
         stages.set_postfix_str(name)
-        scores[name] = evaluator.score(seqs)
+        judged = evaluator.judge(seqs, intended.get(name))
+        scores[name] = judged.metrics
+        if judged.confusion is not None:
+            confusions[name] = judged.confusion
         stages.update()
     stages.close()
+    if confusion is not None and labels is not None and confusions:
+        table = pd.concat(confusions, names=["set"])
+        write_text(confusion, table.to_csv())
     return tidy(scores)
 
 
@@ -285,50 +341,6 @@ def write_metrics(rows: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     for run, metric, value in rows.itertuples(index=False):
         nested.setdefault(run, {})[metric] = float(value)
     write_text(path, json.dumps(nested, indent=2, sort_keys=True) + "\n")
-
-
-def evaluate_fasta(
-    samples: Path,
-    reference: str,
-    out_dir: Path,
-    cache_dir: Path,
-    options: EvaluateOptions | None = None,
-) -> pd.DataFrame:
-    """``d3lm evaluate``: score a samples FASTA against a recipe name or a sequence file.
-
-    The reference is the ``options.split`` split of ``reference``; novelty and the Markov
-    baseline use its ``options.train_split`` split (by default ``train``; when it has none, they
-    use the held-out real half; a split named but absent is refused). Writes ``metrics.json`` and
-    ``metrics.csv`` (tidy rows) into ``out_dir``, which is created only then: a failed run leaves
-    nothing behind.
-    """
-    options = options or EvaluateOptions()
-    check_writable(Path(out_dir) / METRICS, keep_folders=False)
-    seqs = check_samples(samples, list(read_fasta(samples)), options.allow_lengths)
-    table = load_table(reference, cache_dir)
-    ref = table.loc[table["split"] == options.split, "sequence"].tolist()
-    if not ref:
-        splits = ", ".join(sorted(table["split"].unique()))
-        raise D3lmError(f"{reference}: no sequences in split {options.split!r} (splits: {splits})")
-    if not options.allow_lengths:
-        check_reference_length(len(seqs[0]), ref)  # before the feature extractors load
-    splits = sorted(table["split"].unique())
-    if options.train_split is not None and options.train_split not in splits:
-        raise D3lmError(
-            f"{reference}: no split {options.train_split!r} for --train-split "
-            f"(splits: {', '.join(splits)})"
-        )
-    train_split = options.train_split or "train"
-    train = table.loc[table["split"] == train_split, "sequence"].tolist() or None
-    extractors = build_extractors(options.features, cache_dir)
-    motifs = MotifScanner() if options.motifs else None
-    rows = evaluate_samples(seqs, ref, train, extractors, options, motifs, run=Path(samples).stem)
-    write_metrics(rows, Path(out_dir) / METRICS)
-    write_text(Path(out_dir) / "metrics.csv", rows.to_csv(index=False))
-    return rows
-
-
-_NOT_ACGT = re.compile(r"[^ACGT]")
 
 
 def check_reference_length(length: int, reference: Sequence[str]) -> None:
@@ -341,51 +353,3 @@ def check_reference_length(length: int, reference: Sequence[str]) -> None:
             f"{ref_lengths.pop()} bp: evaluate against a {length}-bp reference "
             "(recipes: promoters 2,048 bp, dhs 200 bp) or pass --allow-lengths"
         )
-
-
-def check_samples(
-    path: Path, records: Sequence[tuple[str, str]], allow_lengths: bool = False
-) -> list[str]:
-    """The sequences of a samples file, refused (naming the file and record) when empty, when a
-    record holds anything but ACGT, or when lengths differ (unless ``allow_lengths``): every
-    metric here compares sets of one length, and an N or a stray character would be scored as
-    if it were DNA."""
-    if not records:
-        raise D3lmError(f"{path}: no sequences to evaluate")
-    for name, seq in records:
-        bad = _NOT_ACGT.search(seq)
-        if bad:
-            raise D3lmError(
-                f"{path}: record {name!r}: {bad.group()!r} at position {bad.start() + 1} is not "
-                "A, C, G or T"
-            )
-    lengths = {len(seq) for _, seq in records}
-    if len(lengths) > 1 and not allow_lengths:
-        name, seq = next((n, s) for n, s in records if len(s) != len(records[0][1]))
-        raise D3lmError(
-            f"{path}: record {name!r} is {len(seq)} bp, record {records[0][0]!r} "
-            f"{len(records[0][1])} bp; samples of several lengths are only scored with "
-            "--allow-lengths"
-        )
-    return [seq for _, seq in records]
-
-
-def metric_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Runs as rows, metrics as columns, in the order the rows came."""
-    table = rows.pivot(index="run", columns="metric", values="value")
-    return table.loc[rows["run"].unique(), rows["metric"].unique()]
-
-
-__all__ = [
-    "EvaluateOptions",
-    "Evaluator",
-    "baseline_sets",
-    "build_extractors",
-    "evaluate_fasta",
-    "evaluate_samples",
-    "metric_table",
-    "provenance",
-    "split_reference",
-    "tidy",
-    "write_metrics",
-]
