@@ -110,7 +110,7 @@ def test_fitting_refuses_a_table_without_labels_naming_it(labels, match) -> None
 def test_conditioning_is_a_config_section_a_grid_axis_and_a_checked_plugin() -> None:
     cfg = load_config("micro", overrides=[*LABEL, "conditioning.params.p_uncond=0.2"])
     assert cfg.conditioning.params.p_uncond == 0.2
-    with pytest.raises(ConfigError, match="Key .guidance. is not in struct"):
+    with pytest.raises(ConfigError, match="Key 'guidance' is not in struct"):
         load_config("micro", overrides=["conditioning.guidance=1"])
     assert PLUGIN_KEYS["conditioning.name"] is CONDITIONINGS
     assert CONDITIONINGS.expand(["*"]) == ["label", "none"]

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from d3lm import interrupt, runlock
+from d3lm.conditioning import Conditioning
 from d3lm.config import flatten, plain
 from d3lm.data.datamodule import SequenceDataModule
 from d3lm.data.tables import load_table
@@ -48,7 +49,10 @@ def data_source(cfg: DictConfig) -> str:
 
 
 def build_datamodule(
-    cfg: DictConfig, tokenizer: Any, table: pd.DataFrame | None = None, conditioning: Any = None
+    cfg: DictConfig,
+    tokenizer: Any,
+    table: pd.DataFrame | None = None,
+    conditioning: Conditioning | None = None,
 ) -> SequenceDataModule:
     """``conditioning``: the model's plugin, which puts each record's label into its ids."""
     return SequenceDataModule(
