@@ -14,7 +14,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from d3lm.registry import BACKBONES, OBJECTIVES, REGISTRIES, SAMPLERS, SCHEDULES, TOKENIZERS
+from d3lm.registry import (
+    BACKBONES,
+    CONDITIONINGS,
+    OBJECTIVES,
+    REGISTRIES,
+    SAMPLERS,
+    SCHEDULES,
+    TOKENIZERS,
+)
 from d3lm.tokenizers.base import Tokenizer
 
 #: The entry-point group of third-party plugin modules.
@@ -47,8 +55,8 @@ def check_config(cfg: DictConfig) -> None:
     """Build every plugin a config names (cheap: no network, no data), so an unknown name, a
     parameter a plugin does not take or a value it refuses fails before a run folder exists or
     a long job starts, naming the plugin. The objective is only checked for its parameter names:
-    it is built around a schedule and the tokenizer's mask id; so is a tokenizer that is fitted
-    to the training data first."""
+    it is built around a schedule and the tokenizer's mask id; so are a tokenizer and the
+    conditioning, which are fitted to the training data first."""
     load_plugins()
     tokenizer = TOKENIZERS.get(cfg.tokenizer.name)
     if getattr(tokenizer.fit, "__func__", None) is Tokenizer.fit.__func__:
@@ -58,4 +66,5 @@ def check_config(cfg: DictConfig) -> None:
     BACKBONES.build(cfg.model.preset, _params(cfg.model.params))
     SCHEDULES.build(cfg.diffusion.schedule.name, _params(cfg.diffusion.schedule.params))
     OBJECTIVES.check(cfg.diffusion.objective.name, _params(cfg.diffusion.objective.params))
+    CONDITIONINGS.check(cfg.conditioning.name, _params(cfg.conditioning.params))
     SAMPLERS.build(cfg.sample.sampler.name, _params(cfg.sample.sampler.params))

@@ -20,6 +20,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from d3lm.conditioning import Conditioning
+from d3lm.conditioning.base import LABEL_COLUMN, check_labelled
 from d3lm.errors import D3lmError
 from d3lm.tokenizers import Tokenizer
 
@@ -159,6 +161,9 @@ class SequenceDataModule(GlobalBatchData):
     ``eval_batch_size`` (None: all) are shared out alike. Padding is to the longest sequence of
     the split; the model derives its attention mask from ``tokenizer.pad_id``, so nothing else
     travels with the batch. ``source`` names the data in error messages.
+
+    A labelled ``conditioning`` (one with ``encode``) writes each record's condition token into
+    its ids, so the label travels inside the batch; the training step drops it, never this.
     """
 
     def __init__(
@@ -171,10 +176,12 @@ class SequenceDataModule(GlobalBatchData):
         seed: int = 0,
         limit_val_batches: int | None = None,
         source: str = "the data",
+        conditioning: Conditioning | None = None,
     ) -> None:
         super().__init__()
         self.table = table
         self.tokenizer = tokenizer
+        self.conditioning = conditioning
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -223,7 +230,19 @@ class SequenceDataModule(GlobalBatchData):
         rows = self.table[self.table["split"] == split]
         if rows.empty:
             raise D3lmError(f"{self.source}: no sequences in split {split!r}")
-        return self.tokenizer.batch_encode(list(rows["sequence"]), names=list(rows["name"]))
+        names = list(rows["name"])
+        ids = self.tokenizer.batch_encode(list(rows["sequence"]), names=names)
+        encode = getattr(self.conditioning, "encode", None)
+        if encode is None:
+            return ids
+        where = f"{self.source} ({split} split)"
+        if LABEL_COLUMN not in rows.columns:
+            raise D3lmError(f"{where}: the conditioning needs a {LABEL_COLUMN!r} column")
+        check_labelled(rows, where)
+        try:
+            return encode(ids, [str(v) for v in rows[LABEL_COLUMN]], names)
+        except D3lmError as err:  # a label the model has no class for
+            raise D3lmError(f"{where}: {err}") from None
 
     def setup(self, stage: str | None = None) -> None:
         validated = self.limit_val_batches != 0  # else there may be no validation split at all

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from d3lm.config import load_config
 from d3lm.errors import D3lmError, NotFound
+from d3lm.interop.conditions import fresh_condition_table, without_condition_table
 from d3lm.io import atomic_path, write_text
 from d3lm.model.backbone import PRESETS, BackboneConfig, Embeddings, NTv2Encoder
 from d3lm.model.heads import LMHead
@@ -225,13 +226,8 @@ def _expected_shapes(cfg: BackboneConfig) -> dict[str, tuple[int, ...]]:
 
 def _carried_shapes(cfg: BackboneConfig, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     positions = int(config["max_position_embeddings"])
-    return dict(
-        zip(
-            CARRIED,
-            [(positions, cfg.hidden), (1, positions), (1, cfg.n_layers * cfg.heads), (1,)],
-            strict=True,
-        )
-    )
+    shapes = [(positions, cfg.hidden), (1, positions), (1, cfg.n_layers * cfg.heads), (1,)]
+    return dict(zip(CARRIED, shapes, strict=True))
 
 
 def _check_tensors(
@@ -253,13 +249,16 @@ def _check_tensors(
             raise D3lmError(f"{path}: {name} has dtype {tensor.dtype}; expected floating point")
 
 
-def import_nt(directory: str | os.PathLike[str]) -> dict[str, Any]:
+def import_nt(
+    directory: str | os.PathLike[str], conditioning: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A suite checkpoint (state dict under our names, hyperparameters, global step 0) from a
     local HuggingFace NT v2 folder; tensors keep their dtype.
 
     The model's hyperparameters come from ``config.json`` (nt6mer tokens, NT v2's network with
     the suite's embedding options off); the diffusion, optimiser and step settings are
-    ``experiments/base.yaml``'s defaults, for training on from these weights.
+    ``experiments/base.yaml``'s defaults, for training on from these weights. ``conditioning``
+    (a section with its classes; default none) adds a fresh condition table for NT v2's network.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -277,9 +276,12 @@ def import_nt(directory: str | os.PathLike[str]) -> dict[str, Any]:
     present = {name: shape for name, shape in carried.items() if name in tensors}
     _check_tensors(tensors, shapes | present, path, str(config_path))
     defaults = load_config()
+    conditioning = dict(conditioning or OmegaConf.to_container(defaults.conditioning))
+    state = {name: tensors[hf] for name, hf in pairs}
     return {
-        "state_dict": {name: tensors[hf] for name, hf in pairs},
+        "state_dict": state | fresh_condition_table(conditioning, cfg.vocab_size, state),
         "hyper_parameters": {
+            "conditioning": conditioning,
             "tokenizer": {"name": "nt6mer", "params": {}},
             "model": model,
             "diffusion": OmegaConf.to_container(defaults.diffusion, resolve=True),
@@ -303,7 +305,7 @@ def write_run(checkpoint: Mapping[str, Any], run_dir: str | os.PathLike[str]) ->
     hparams = checkpoint["hyper_parameters"]
     config = OmegaConf.merge(
         load_config(),
-        {key: hparams[key] for key in ("tokenizer", "model", "diffusion", "optim", "seed")},
+        {key: value for key, value in hparams.items() if key != "max_steps"},  # config sections
         {"trainer": {"max_steps": hparams["max_steps"]}, "run": run.name},
     )
     with atomic_path(run.last) as tmp:
@@ -360,9 +362,8 @@ def export_nt(
     if existing:
         raise D3lmError(f"{existing[0]} exists; export into a folder without NT v2 files")
     cfg, tok = _export_config(checkpoint["hyper_parameters"], source)
-    state = checkpoint["state_dict"]
+    state = without_condition_table(checkpoint["state_dict"], source)
     _check_tensors(state, _expected_shapes(cfg), Path(source), "its hyperparameters")
-    state = dict(state)
     if cfg.nucleotide_embeddings:
         embeddings = Embeddings(cfg, tok.nucleotide_codes())
         prefix = "encoder.embeddings."

@@ -6,8 +6,9 @@ model (``DiffusionLM.load_from_checkpoint``) with its tokenizer, schedule and ob
 Exact resume: the training noise of a step is drawn from a generator seeded by (seed, process
 rank, step) alone, so a resumed run draws what an uninterrupted one would, with no generator
 state to carry; checkpoints also carry the global RNGs (torch CPU and CUDA, numpy, python) for
-any plugin that draws from them. A non-finite loss stops training before the weights change, and
-non-finite weights are never saved.
+any plugin that draws from them. The label dropout of a conditional model draws from a generator
+of its own, seeded from the step's noise seed, so it is exact on resume too. A non-finite loss
+stops training before the weights change, and non-finite weights are never saved.
 """
 
 from __future__ import annotations
@@ -23,14 +24,24 @@ import numpy as np
 import torch
 from torchmetrics import MeanMetric
 
+import d3lm.conditioning  # registers the conditioning plugins
 import d3lm.diffusion  # noqa: F401  (registers schedules and objectives)
 from d3lm.errors import D3lmError
 from d3lm.model import LMHead, NTv2Encoder
-from d3lm.registry import BACKBONES, OBJECTIVES, SCHEDULES, TOKENIZERS
+from d3lm.registry import BACKBONES, CONDITIONINGS, OBJECTIVES, SCHEDULES, TOKENIZERS
 from d3lm.tokenizers import Tokenizer
 
 #: The checkpoint entry holding the global RNG states.
 RNG_KEY = "d3lm_rng"
+
+#: Mixed into a step's noise seed for its label dropout: a stream apart from the noise's.
+DROP_STREAM = 1
+
+
+def drop_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of the label dropout of ``step`` on process ``rank``."""
+    noise = noise_seed(seed, rank, step)
+    return int(np.random.SeedSequence((noise, DROP_STREAM)).generate_state(1, np.uint64)[0])
 
 
 class NonFinite(D3lmError):
@@ -92,12 +103,26 @@ class DiffusionLM(L.LightningModule):
         optim: dict[str, Any],
         max_steps: int,
         seed: int = 0,
+        conditioning: dict[str, Any] | None = None,
     ) -> None:
+        """``conditioning``: the plugin section with fitted params (None, as in checkpoints
+        written before conditioning existed: unconditional)."""
         super().__init__()
         self.save_hyperparameters()
         self.tokenizer: Tokenizer = TOKENIZERS.build(tokenizer["name"], tokenizer.get("params"))
+        vocab = self.tokenizer.vocab_size
+        spec = conditioning or {"name": "none"}
+        self.conditioning = CONDITIONINGS.build(spec["name"], spec.get("params"), first_id=vocab)
+        condition_tokens = self.conditioning.n_tokens
+        if condition_tokens and not self.tokenizer.add_cls:
+            raise D3lmError(
+                f"conditioning {spec['name']!r} puts its token in the <cls> slot; tokenizer "
+                f"{tokenizer['name']!r} is set without one (add_cls false)"
+            )
         config = BACKBONES.build(model["preset"], model.get("params"))
-        self.backbone_config = dataclasses.replace(config, vocab_size=self.tokenizer.vocab_size)
+        self.backbone_config = dataclasses.replace(
+            config, vocab_size=vocab, condition_tokens=condition_tokens
+        )
         self.encoder = NTv2Encoder(self.backbone_config, self.tokenizer.nucleotide_codes())
         self.head = LMHead(self.backbone_config, self.encoder.embeddings)
         schedule = diffusion["schedule"]
@@ -109,12 +134,17 @@ class DiffusionLM(L.LightningModule):
             schedule=self.schedule,
             mask_id=self.tokenizer.mask_id,
         )
-        special = torch.zeros(self.tokenizer.vocab_size, dtype=torch.bool)
+        # Over every id the network embeds: condition ids are special (never masked or scored)
+        # and spell no nucleotide.
+        special = torch.zeros(vocab + condition_tokens, dtype=torch.bool)
         special[self.tokenizer.special_ids] = True
+        special[vocab:] = True
         self.register_buffer("special", special, persistent=False)
         if hasattr(self.objective, "set_real_tokens"):  # MLM draws random tokens from these
-            self.objective.set_real_tokens(~special)
-        self.register_buffer("token_lengths", self.tokenizer.token_lengths, persistent=False)
+            self.objective.set_real_tokens(~special[:vocab])
+        lengths = self.tokenizer.token_lengths
+        lengths = torch.cat([lengths, lengths.new_zeros(condition_tokens)])
+        self.register_buffer("token_lengths", lengths, persistent=False)
         self.val_loss = MeanMetric()
         self.val_bpn = MeanMetric()
         self._resumed_rng: dict[str, Any] | None = None
@@ -128,10 +158,11 @@ class DiffusionLM(L.LightningModule):
         goes straight to learning context.
         """
         tokens = ids[~self.special[ids]]
-        counts = torch.bincount(tokens.flatten(), minlength=self.tokenizer.vocab_size).double()
-        counts[~self.special] += 1.0
+        special = self.special[: self.tokenizer.vocab_size]  # the head's outputs
+        counts = torch.bincount(tokens.flatten(), minlength=len(special)).double()
+        counts[~special] += 1.0
         log_freq = (counts / counts.sum()).log()
-        self.head.bias.copy_(log_freq.masked_fill(self.special, -30.0).to(self.head.bias))
+        self.head.bias.copy_(log_freq.masked_fill(special, -30.0).to(self.head.bias))
 
     def forward(
         self,
@@ -169,8 +200,13 @@ class DiffusionLM(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.global_step
+        ids = batch[0]
+        drop = getattr(self.conditioning, "drop", None)  # label dropout (classifier-free guidance)
+        if drop is not None:
+            seed = drop_seed(self.hparams.seed, self.global_rank, step)
+            ids = drop(ids, torch.Generator(device=self.device).manual_seed(seed))
         seed = noise_seed(self.hparams.seed, self.global_rank, step)
-        loss, bpn, _ = self._loss(batch[0], torch.Generator(device=self.device).manual_seed(seed))
+        loss, bpn, _ = self._loss(ids, torch.Generator(device=self.device).manual_seed(seed))
         values = {"train/loss": loss} if bpn is None else {"train/loss": loss, "train/bpn": bpn}
         # The mean over processes is what is logged, and a non-finite value on any process stops
         # them all here, before the weights change.

@@ -60,11 +60,17 @@ class BackboneConfig:
     #: token, nucleotide), so k-mers sharing bases share statistics instead of each of 4,096
     #: 6-mers being learned from its own occurrences alone.
     nucleotide_embeddings: bool = False
+    #: ``condition_tokens``: ids ``vocab_size ..`` + this count are condition tokens (a class
+    #: label, :mod:`d3lm.conditioning`) with a table of their own, so NT v2's word embeddings
+    #: and LM head keep their layout; set by the LightningModule from its conditioning plugin.
+    condition_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layers", "hidden", "heads", "ffn", "max_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"BackboneConfig.{name} must be positive, got {self}")
+        if self.condition_tokens < 0:
+            raise ValueError(f"BackboneConfig.condition_tokens must be >= 0, got {self}")
         if self.hidden % self.heads:
             raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if self.head_dim % 2:
@@ -228,7 +234,8 @@ class Block(nn.Module):
 
 class Embeddings(nn.Module):
     """Token embeddings (positions enter through rotary attention), optionally plus the sum of
-    per-(offset, nucleotide) vectors of the bases each token spells (``nucleotide_embeddings``).
+    per-(offset, nucleotide) vectors of the bases each token spells (``nucleotide_embeddings``);
+    ids from ``vocab_size`` on look up the condition table (``condition_tokens``).
 
     ``nucleotide_codes`` (vocab, width) is the tokenizer's ``nucleotide_codes()`` table.
     """
@@ -249,6 +256,9 @@ class Embeddings(nn.Module):
             index = torch.where(nucleotide_codes >= 0, nucleotide_codes + offsets, empty)
             self.register_buffer("nucleotide_index", index, persistent=False)
             self.nucleotide_embeddings = nn.Embedding(empty + 1, cfg.hidden, padding_idx=empty)
+        self.condition_embeddings: nn.Embedding | None = None
+        if cfg.condition_tokens:
+            self.condition_embeddings = nn.Embedding(cfg.condition_tokens, cfg.hidden)
         #: (word weights, nucleotide weights, their summed table): ``weight()``'s no-grad cache.
         self._table: tuple[Tensor, Tensor, Tensor] | None = None
 
@@ -277,6 +287,18 @@ class Embeddings(nn.Module):
         return kept[2]
 
     def forward(self, ids: Tensor) -> Tensor:
+        """Embeddings of ``ids`` of any shape (forward_kv passes the active positions, 1-D)."""
+        if self.condition_embeddings is None:
+            return self._tokens(ids)
+        # Both lookups everywhere and a select: no data-dependent shapes (no host sync), and the
+        # vocabulary path stays the unconditioned one.
+        vocab = self.word_embeddings.num_embeddings
+        condition = ids >= vocab
+        tokens = self._tokens(ids.masked_fill(condition, 0))
+        labels = self.condition_embeddings((ids - vocab).clamp(min=0))
+        return torch.where(condition.unsqueeze(-1), labels, tokens)
+
+    def _tokens(self, ids: Tensor) -> Tensor:
         if self.nucleotide_embeddings is None:
             return self.word_embeddings(ids)
         return F.embedding(ids, self.weight())

@@ -79,6 +79,10 @@ def load_model(run_dir: Path, checkpoint: Path | None = None) -> DiffusionLM:
     path = Path(checkpoint or RunDir(run_dir).last_checkpoint())
     saved = read_checkpoint(path)
     hparams = saved["hyper_parameters"]
-    model = DiffusionLM(**{k: hparams[k] for k in MODEL_HPARAMS}, seed=hparams.get("seed", 0))
+    model = DiffusionLM(
+        **{k: hparams[k] for k in MODEL_HPARAMS},
+        seed=hparams.get("seed", 0),
+        conditioning=hparams.get("conditioning"),  # absent before conditioning existed
+    )
     load_weights(model, saved, path, "the model its hyperparameters describe")
     return model.eval()

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from d3lm import interrupt, runlock
+from d3lm.conditioning import Conditioning
 from d3lm.config import flatten, plain
 from d3lm.data.datamodule import SequenceDataModule
 from d3lm.data.tables import load_table
@@ -23,7 +24,7 @@ from d3lm.errors import D3lmError
 from d3lm.io import write_text
 from d3lm.lit.diffusion_lm import DiffusionLM, NonFinite
 from d3lm.precision import AUTO
-from d3lm.registry import TOKENIZERS
+from d3lm.registry import CONDITIONINGS, TOKENIZERS
 from d3lm.rundir import RunDir
 from d3lm.stages.callbacks import stopped_at
 from d3lm.stages.checkpoints import load_weights, read_checkpoint
@@ -42,9 +43,18 @@ def data_table(cfg: DictConfig) -> pd.DataFrame:
     return load_table(d.dataset, Path(cfg.cache_dir), d.valid_fraction, d.test_fraction, params)
 
 
+def data_source(cfg: DictConfig) -> str:
+    """How error messages name the training data."""
+    return f"data.dataset={cfg.data.dataset}"
+
+
 def build_datamodule(
-    cfg: DictConfig, tokenizer: Any, table: pd.DataFrame | None = None
+    cfg: DictConfig,
+    tokenizer: Any,
+    table: pd.DataFrame | None = None,
+    conditioning: Conditioning | None = None,
 ) -> SequenceDataModule:
+    """``conditioning``: the model's plugin, which puts each record's label into its ids."""
     return SequenceDataModule(
         data_table(cfg) if table is None else table,
         tokenizer,
@@ -53,7 +63,8 @@ def build_datamodule(
         num_workers=cfg.data.num_workers,
         seed=cfg.seed,
         limit_val_batches=cfg.trainer.limit_val_batches,
-        source=f"data.dataset={cfg.data.dataset}",
+        source=data_source(cfg),
+        conditioning=conditioning,
     )
 
 
@@ -113,8 +124,9 @@ def _train(cfg: DictConfig, run: RunDir, callbacks: Sequence[L.Callback]) -> Pat
         )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     table = data_table(cfg)
-    model = build_model(cfg, fitted_tokenizer(cfg, table, saved))
-    datamodule = build_datamodule(cfg, model.tokenizer, table)
+    conditioning = fitted_conditioning(cfg, table, saved)
+    model = build_model(cfg, fitted_tokenizer(cfg, table, saved), conditioning)
+    datamodule = build_datamodule(cfg, model.tokenizer, table, model.conditioning)
     datamodule.check(trainer.world_size)
     if saved is not None:
         load_weights(model, saved, last, "the model this config describes")
@@ -192,9 +204,13 @@ def compile_blocks(value: Any, device: torch.device) -> bool:
     return value
 
 
-def build_model(cfg: DictConfig, tokenizer: dict[str, Any] | None = None) -> DiffusionLM:
-    """The untrained module a config describes; ``tokenizer``: the fitted tokenizer section
-    (default: the config's, for tokenizers that learn nothing)."""
+def build_model(
+    cfg: DictConfig,
+    tokenizer: dict[str, Any] | None = None,
+    conditioning: dict[str, Any] | None = None,
+) -> DiffusionLM:
+    """The untrained module a config describes; ``tokenizer`` and ``conditioning``: the fitted
+    sections (default: the config's, for plugins that learn nothing)."""
     return DiffusionLM(
         tokenizer=tokenizer or plain(cfg.tokenizer),
         model=plain(cfg.model),
@@ -202,7 +218,21 @@ def build_model(cfg: DictConfig, tokenizer: dict[str, Any] | None = None) -> Dif
         optim=plain(cfg.optim),
         max_steps=cfg.trainer.max_steps,
         seed=cfg.seed,
+        conditioning=conditioning or plain(cfg.conditioning),
     )
+
+
+def fitted_conditioning(
+    cfg: DictConfig, table: pd.DataFrame, saved: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The conditioning section the model is built with (and saves in its hyperparameters):
+    a new run's plugin fitted to the table (``label``: the training split's classes), a resumed
+    run's from its checkpoint (``none`` for one written before conditioning existed)."""
+    if saved is not None:
+        return saved["hyper_parameters"].get("conditioning") or {"name": "none", "params": {}}
+    spec = plain(cfg.conditioning)
+    fit = CONDITIONINGS.get(spec["name"]).fit
+    return {**spec, "params": fit(table, spec.get("params") or {}, data_source(cfg))}
 
 
 def fitted_tokenizer(
