@@ -153,6 +153,19 @@ def load_run_config(
     return load_config(files=[path], overrides=overrides, overrides_source=overrides_source)
 
 
+def completed(saved: DictConfig, section: str | None = None) -> DictConfig:
+    """A config saved by an earlier version (a run's ``config.yaml``, or its ``section``, e.g. a
+    ``sample.yaml``) with the keys added to base.yaml since, at their defaults: a key is added
+    with the default that keeps what runs did before it existed, so an old run compares equal
+    to the same settings asked for now."""
+    base = _load_file(BASE_YAML)
+    if section is not None:
+        base = OmegaConf.select(base, section)
+    merged = OmegaConf.merge(base, saved)
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}, the dotted keys of grid and sweep files; an empty mapping
     stays a value."""

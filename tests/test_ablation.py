@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from omegaconf import OmegaConf
 
@@ -15,7 +16,7 @@ from d3lm.config import load_config
 from d3lm.errors import D3lmError
 from d3lm.experiments.ablation import GRIDS_DIR, Plan, check_plugins, load_grid, run_grid
 from d3lm.experiments.grid import Shard
-from d3lm.experiments.reuse import check_same_sampling
+from d3lm.experiments.reuse import check_same_sampling, check_same_training
 from d3lm.registry import SAMPLERS, SCHEDULES, TOKENIZERS
 from d3lm.rundir import RunDir, SamplePoint
 from d3lm.stages import sample as sample_stage
@@ -367,3 +368,29 @@ def test_sample_points_are_reused_across_worker_counts_but_not_other_settings(tm
     cfg.sample.seed = 1
     with pytest.raises(D3lmError, match="other settings"):
         check_same_sampling(cfg, point)
+
+
+def test_points_saved_before_a_key_existed_are_reused_at_its_default(tmp_path):
+    """A sample point (or run) written before ``sample.labels``/``guidance`` (or ``conditioning``)
+    existed compares equal to the same settings now: a key is added with the default that keeps
+    what runs did before it; another value for the new key is still refused."""
+    cfg = load_config("micro")
+    point = SamplePoint(tmp_path / "point")
+    point.settings.parent.mkdir(parents=True)
+    old = OmegaConf.to_container(cfg.sample)
+    del old["labels"], old["guidance"]
+    OmegaConf.save(OmegaConf.create(old), point.settings)
+    check_same_sampling(cfg, point)
+    cfg.sample.guidance = 2.0
+    with pytest.raises(D3lmError, match="other settings"):
+        check_same_sampling(cfg, point)
+
+    run = RunDir(tmp_path / "run")
+    saved = OmegaConf.to_container(load_config("micro"))
+    del saved["conditioning"]
+    run.last.parent.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(saved), run.config)
+    torch.save({"global_step": 1}, run.last)
+    check_same_training(load_config("micro"), run.path)
+    with pytest.raises(D3lmError, match="trained with other conditioning"):
+        check_same_training(load_config("micro", overrides=["conditioning.name=label"]), run.path)

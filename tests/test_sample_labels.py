@@ -1,7 +1,8 @@
 """``d3lm sample --label K guidance=W``: label shares per sequence index, FASTA headers with
-``label=``, the provenance of labels and guidance, and the refusals. Until runs train with a
-label, the conditional run is the micro run with a label-blind encoder (condition ids read as
-``<cls>``), so its draws at guidance 0 must be the unconditional run's own."""
+``label=``, the provenance of labels and guidance, and the refusals. Here the conditional run
+is the micro run with a label-blind encoder (condition ids read as ``<cls>``), so the draws it
+must make are known: at guidance 0, the unconditional run's own (a really conditional run end to
+end: tests/test_conditional_e2e.py)."""
 
 from __future__ import annotations
 
@@ -147,8 +148,8 @@ def settings(tmp_path: Path, *more: str) -> list[str]:
 
 
 class LabelBlind(nn.Module):
-    """A trained encoder that reads every condition id as ``<cls>``: a conditional model's
-    stand-in (its draws are the unconditional model's) until runs train with labels."""
+    """A trained encoder that reads every condition id as ``<cls>``: a conditional model whose
+    draws are the unconditional model's."""
 
     def __init__(self, inner: nn.Module, first_id: int, cls_id: int) -> None:
         super().__init__()

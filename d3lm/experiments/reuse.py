@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from d3lm.config import completed
 from d3lm.errors import D3lmError
 from d3lm.rundir import RunDir, SamplePoint
 
@@ -24,6 +25,7 @@ TRAINING_KEYS = (
     "model",
     "diffusion",
     "optim",
+    "conditioning",
 )
 
 
@@ -34,13 +36,8 @@ def check_same_training(cfg: DictConfig, run_dir: Path) -> None:
     old = run.saved_config()
     if old is None or run.trained_steps() is None:
         return
-    # runs saved before data.params existed were built with the recipe's defaults
-    saved_default = {"data.params": {}}
-    differ = [
-        k
-        for k in TRAINING_KEYS
-        if OmegaConf.select(old, k, default=saved_default.get(k)) != OmegaConf.select(cfg, k)
-    ]
+    old = completed(old)  # keys added since it was trained take their defaults
+    differ = [k for k in TRAINING_KEYS if OmegaConf.select(old, k) != OmegaConf.select(cfg, k)]
     if differ:
         raise D3lmError(
             f"{run_dir}: trained with other {', '.join(differ)} than this grid point asks for; "
@@ -52,7 +49,7 @@ def check_same_sampling(cfg: DictConfig, point: SamplePoint) -> None:
     """A sample point folder is reused only for the same ``sample`` settings (grids that share
     trained runs may name sample points alike); its ``sample.yaml`` records them."""
     saved = point.settings
-    if saved.exists() and _drawn(OmegaConf.load(saved)) != _drawn(cfg.sample):
+    if saved.exists() and _drawn(completed(OmegaConf.load(saved), "sample")) != _drawn(cfg.sample):
         raise D3lmError(
             f"{point.path}: sampled with other settings than this grid point asks for ({saved}); "
             "remove the folder or name the axis differently"

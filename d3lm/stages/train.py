@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from d3lm import interrupt, runlock
 from d3lm.conditioning import Conditioning
-from d3lm.config import flatten, plain
+from d3lm.config import completed, flatten, plain
 from d3lm.data.datamodule import SequenceDataModule
 from d3lm.data.tables import load_table
 from d3lm.errors import D3lmError
@@ -171,7 +171,7 @@ def continue_run(cfg: DictConfig, run: RunDir) -> DictConfig:
     saved = run.saved_config()
     if saved is None:
         raise RunExists(f"{run} holds a run already; {hint}")
-    before, now = flatten(plain(saved)), flatten(plain(cfg))
+    before, now = flatten(plain(completed(saved))), flatten(plain(cfg))
     if now.get("trainer.precision") == AUTO:
         now["trainer.precision"] = before.get("trainer.precision")
     keys = (before.keys() | now.keys()) - FOLDER_KEYS
