@@ -18,10 +18,11 @@ import pytest
 import torch
 from conftest import markov_sequences, micro_config
 from interrupt_helpers import assert_same_weights
+from omegaconf import OmegaConf
 
 from d3lm import interrupt
 from d3lm.conditioning import LabelConditioning, NoConditioning
-from d3lm.config import ConfigError, load_config
+from d3lm.config import FINETUNE_YAML, ConfigError, load_config
 from d3lm.data.datamodule import SequenceDataModule
 from d3lm.errors import D3lmError, PluginParamError
 from d3lm.interop.conditions import CONDITION_TABLE
@@ -31,6 +32,7 @@ from d3lm.lit.diffusion_lm import DiffusionLM, drop_seed, noise_seed
 from d3lm.model.backbone import PRESETS, NTv2Encoder
 from d3lm.registry import CONDITIONINGS, PLUGIN_KEYS
 from d3lm.stages.checkpoints import load_model
+from d3lm.stages.classifier import read_init
 from d3lm.stages.train import build_model, train
 from d3lm.tokenizers import NT6merTokenizer
 
@@ -321,8 +323,10 @@ def test_export_leaves_the_condition_table_out_and_import_starts_one_fresh(
     plain = load_model(write_run(import_nt(out), tmp_path / "plain"))
     assert plain.conditioning.n_tokens == 0 and CONDITION_TABLE not in plain.state_dict()
     ids = cls_ids()
-    with torch.no_grad():  # the exported network is the conditional one read with <cls>
-        torch.testing.assert_close(plain(ids), model(ids), atol=1e-5, rtol=0)
+    null = model.conditioning.unconditional(ids)
+    with torch.no_grad():  # the exported network is the conditional one with no label
+        torch.testing.assert_close(plain(ids), model(null), atol=1e-5, rtol=0)
+        assert not torch.allclose(plain(ids), model(ids), atol=1e-3)  # not the <cls> reading
     section = dict(model.hparams.conditioning)
     imported = import_nt(out, conditioning=section)
     assert imported["state_dict"][CONDITION_TABLE].shape == (3, model.backbone_config.hidden)
@@ -331,3 +335,24 @@ def test_export_leaves_the_condition_table_out_and_import_starts_one_fresh(
     assert load_config(files=[tmp_path / "cond" / "config.yaml"]).conditioning.name == "label"
     fresh = imported["state_dict"][CONDITION_TABLE]
     assert torch.equal(import_nt(out, section)["state_dict"][CONDITION_TABLE], fresh)  # seeded
+
+
+def test_a_classifier_fine_tuned_from_a_conditional_run_reads_its_unconditional_network(
+    trained: Path,
+) -> None:
+    """Fine-tuning starts from the encoder with no label: the condition table left out and
+    ``<cls>`` embedded as the null token, every other tensor as trained."""
+    model = load_model(trained)
+    cfg = OmegaConf.load(FINETUNE_YAML)
+    cfg.checkpoint = str(trained)
+    init = read_init(cfg)
+    assert init.weights is not None
+    full = model.state_dict()
+    state = {n.removeprefix("encoder."): t for n, t in full.items() if n.startswith("encoder.")}
+    assert set(init.weights) == set(state) - {"embeddings.condition_embeddings.weight"}
+    words = init.weights["embeddings.word_embeddings.weight"]
+    cls_id = model.tokenizer.cls_id
+    null = state["embeddings.condition_embeddings.weight"][-1]
+    assert torch.equal(words[cls_id], null)
+    others = torch.arange(len(words)) != cls_id
+    assert torch.equal(words[others], state["embeddings.word_embeddings.weight"][others])

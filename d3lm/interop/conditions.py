@@ -1,9 +1,10 @@
 """The condition table of a conditional model across NT v2 import and export.
 
 NT v2 has no class labels: its weights are the unconditioned network. An export therefore leaves
-the condition table out (the network then reads ``<cls>`` where training saw a condition token,
-which the log says), and an import into a conditional model starts the table fresh, as the
-backbone initialises it, while every NT v2 tensor is kept as it is.
+the condition table out and embeds ``<cls>`` as the null token (the unconditional model; the log
+says so), and an import into a conditional model starts the table fresh, as the backbone
+initialises it, while every NT v2 tensor is kept as it is. Fine-tuning a classifier from a
+conditional run reads its encoder the same way.
 """
 
 from __future__ import annotations
@@ -24,24 +25,35 @@ log = logging.getLogger(__name__)
 
 #: The state-dict name of the condition table (``Embeddings.condition_embeddings``).
 CONDITION_TABLE = "encoder.embeddings.condition_embeddings.weight"
+WORD_TABLE = "encoder.embeddings.word_embeddings.weight"
 
 #: The seed of a freshly imported condition table, so an import is reproducible.
 FRESH_SEED = 0
 
 
 def without_condition_table(
-    state: Mapping[str, Tensor], source: str | os.PathLike[str]
+    state: Mapping[str, Tensor], source: str | os.PathLike[str], cls_id: int
 ) -> dict[str, Tensor]:
-    """``state`` without the condition table, with a warning naming ``source`` if it had one."""
+    """``state`` as a network with no condition token: the condition table left out and
+    ``<cls>``, the slot condition tokens fill, embedded as the null token was (the context in
+    which training showed the model no label, ``p_uncond`` of the time), with a warning naming
+    ``source`` if it was a conditional model. An NT v2 export and a fine-tuned classifier then
+    run the model's own unconditional network."""
     if CONDITION_TABLE not in state:
         return dict(state)
+    table = state[CONDITION_TABLE]
     log.warning(
-        "%s: a conditional model; NT v2 holds no class labels, so its condition table (%d "
-        "tokens) is left out and the export is the network with no condition token",
+        "%s: a conditional model; NT v2 and classifiers hold no class labels, so its condition "
+        "table (%d tokens) is left out and <cls> takes the null token's embedding (the model "
+        "with no label)",
         source,
-        state[CONDITION_TABLE].shape[0],
+        table.shape[0],
     )
-    return {name: tensor for name, tensor in state.items() if name != CONDITION_TABLE}
+    out = {name: tensor for name, tensor in state.items() if name != CONDITION_TABLE}
+    words = out[WORD_TABLE].clone()
+    words[cls_id] = table[-1].to(words.dtype)  # the null token is the table's last row
+    out[WORD_TABLE] = words
+    return out
 
 
 def fresh_condition_table(
@@ -55,7 +67,7 @@ def fresh_condition_table(
     )
     if not plugin.n_tokens:
         return {}
-    words = state["encoder.embeddings.word_embeddings.weight"]
+    words = state[WORD_TABLE]
     generator = torch.Generator().manual_seed(FRESH_SEED)
     table = torch.randn(plugin.n_tokens, words.shape[1], generator=generator) * INIT_STD
     return {CONDITION_TABLE: table.to(words.dtype)}

@@ -362,7 +362,7 @@ def export_nt(
     if existing:
         raise D3lmError(f"{existing[0]} exists; export into a folder without NT v2 files")
     cfg, tok = _export_config(checkpoint["hyper_parameters"], source)
-    state = without_condition_table(checkpoint["state_dict"], source)
+    state = without_condition_table(checkpoint["state_dict"], source, tok.cls_id)
     _check_tensors(state, _expected_shapes(cfg), Path(source), "its hyperparameters")
     if cfg.nucleotide_embeddings:
         embeddings = Embeddings(cfg, tok.nucleotide_codes())

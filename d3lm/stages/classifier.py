@@ -16,6 +16,7 @@ from torch import Tensor
 
 from d3lm.config import FINETUNE_YAML, plain
 from d3lm.errors import D3lmError
+from d3lm.interop.conditions import without_condition_table
 from d3lm.lit.classifier import OPTIM_DEFAULTS, SequenceClassifier
 from d3lm.registry import TOKENIZERS
 from d3lm.rundir import CHECKPOINTS, RunDir
@@ -94,9 +95,13 @@ def read_init(cfg: DictConfig) -> Init:
     path = checkpoint_file(str(cfg.checkpoint))
     saved = read_checkpoint(path)
     hparams = saved["hyper_parameters"]
+    tok = hparams["tokenizer"]
+    cls_id = TOKENIZERS.build(tok["name"], tok.get("params")).cls_id
+    # a conditional run's encoder is read as its unconditional network (<cls> = the null token)
+    state = without_condition_table(saved["state_dict"], path, cls_id)
     weights = {
         name.removeprefix("encoder."): tensor
-        for name, tensor in saved["state_dict"].items()
+        for name, tensor in state.items()
         if name.startswith("encoder.")
     }
     return Init(init_name(cfg.checkpoint), path, hparams["tokenizer"], hparams["model"], weights)
