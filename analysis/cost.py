@@ -26,22 +26,9 @@
 # how much.
 
 # %%
-from pathlib import Path
-
-import pandas as pd
 from figures import headline, pareto_figure, save_figure
-from tables import (
-    DISPLAY_SCALE,
-    GENERATED,
-    GENERATION_METRICS,
-    load_results,
-    row_labels,
-    settings,
-    to_markdown,
-)
-from verdicts import write_report
-
-from d3lm.io import splice
+from tables import GENERATION_METRICS, load_results, settings
+from verdicts import front_table, splice_front, write_report
 
 AXES = ["config"]
 COSTS = ["nfe", "sample_s_per_1000"]
@@ -64,35 +51,20 @@ else:
 # seeds) and the seed-paired oracle and k-mer differences from `exact`, with their verdicts.
 
 # %%
-README = Path(__file__).resolve().parents[1] / "README.md"
-QUALITY = {"kid_oracle": "Δ KID oracle ×10³", "fd_oracle": "Δ FD oracle", "fd_kmer": "Δ FD k-mer"}
-
-
-def readme_table(rows: pd.DataFrame, paired: pd.DataFrame) -> pd.DataFrame:
-    """One line per point: network calls, s / 1,000 sequences, and each quality difference."""
-    generated = rows[rows["set"] == GENERATED].assign(row=row_labels(rows, AXES))
-    means = generated.pivot_table(index="row", columns="metric", values="value", sort=False)
-    table = pd.DataFrame(index=pd.Index(means.index, name="sampler"))
-    table["network calls / seq."] = means["nfe"].map("{:.0f}".format)
-    table["s / 1,000 seq."] = means["sample_s_per_1000"].map("{:.0f}".format)
-    for metric, title in QUALITY.items():
-        cells = paired[paired["metric"] == metric].set_index("row")
-        scale = DISPLAY_SCALE.get(metric, 1.0)
-        table[title] = [
-            "reference"
-            if row not in cells.index
-            else f"{cells.loc[row, 'mean'] * scale:+.2g} [{cells.loc[row, 'low'] * scale:+.2g}, "
-            f"{cells.loc[row, 'high'] * scale:+.2g}] {cells.loc[row, 'verdict']}"
-            for row in table.index
-        ]
-    return table
-
-
 _, _, SCALE = settings()
-marker = f"cost:{SCALE}"
-if set(COSTS) <= set(report.rows["metric"]) and f"<!-- {marker} -->" in README.read_text():
+if set(COSTS) <= set(report.rows["metric"]):
     seeds = sorted(report.rows["seed"].dropna().astype(int).unique())
     n = int(report.rows.loc[report.rows["metric"] == "nfe", "n"].max())
+    table = front_table(
+        report,
+        AXES,
+        "sampler",
+        {
+            "nfe": ("network calls / seq.", "{:.0f}"),
+            "sample_s_per_1000": ("s / 1,000 seq.", "{:.0f}"),
+        },
+        {"kid_oracle": "Δ KID oracle ×10³", "fd_oracle": "Δ FD oracle", "fd_kmer": "Δ FD k-mer"},
+    )
     note = (
         f"`make ablation-cost` at `{SCALE}`: n = {n:,} samples per point, training seeds "
         f"{', '.join(map(str, seeds))}; mean cost over seeds (wall seconds on the machine that "
@@ -101,4 +73,4 @@ if set(COSTS) <= set(report.rows["metric"]) and f"<!-- {marker} -->" in README.r
         f"Written by `make figures` (analysis/cost.py); the full table is "
         f"[reports/{SCALE}/cost.md](reports/{SCALE}/cost.md)."
     )
-    splice(README, marker, f"{to_markdown(readme_table(report.rows, report.paired))}\n\n{note}")
+    splice_front(f"cost:{SCALE}", table, note)

@@ -32,6 +32,7 @@ from tables import (
 )
 
 from d3lm import stats
+from d3lm.io import splice
 
 
 def reference_label(rows: pd.DataFrame, axes: Sequence[str], reference: Mapping[str, str]) -> str:
@@ -203,3 +204,43 @@ def write_report(
         summary, metrics, first_column, stem or grid, caption, instrument, sections
     )
     return Report(md, tex, rows, table)
+
+
+#: The repository's front page, whose short tables ``make figures`` splices in.
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def front_table(
+    report: Report,
+    axes: Sequence[str],
+    first_column: str,
+    means: Mapping[str, tuple[str, str]],
+    deltas: Mapping[str, str],
+) -> pd.DataFrame:
+    """A README-sized table of a report: per generated point the mean over seeds of each
+    ``means`` metric (title, format) and the seed-paired difference from the reference of each
+    ``deltas`` metric (title), "diff [95 % interval] verdict"."""
+    rows = report.rows
+    generated = rows[rows["set"] == GENERATED].assign(row=row_labels(rows, axes))
+    wide = generated.pivot_table(index="row", columns="metric", values="value", sort=False)
+    table = pd.DataFrame(index=pd.Index(wide.index, name=first_column))
+    for metric, (title, fmt) in means.items():
+        scale = DISPLAY_SCALE.get(metric, 1.0)
+        table[title] = (wide[metric] * scale).map(fmt.format)
+    for metric, title in deltas.items():
+        cells = report.paired[report.paired["metric"] == metric].set_index("row")
+        scale = DISPLAY_SCALE.get(metric, 1.0)
+        table[title] = [
+            _difference(cells.loc[r], scale) if r in cells.index else "reference"
+            for r in table.index
+        ]
+    return table
+
+
+def splice_front(marker: str, table: pd.DataFrame, note: str) -> bool:
+    """Write ``table`` and ``note`` between the README's ``<!-- marker -->`` lines; False (and
+    nothing written) where the README has no such marker."""
+    if not README.exists() or f"<!-- {marker} -->" not in README.read_text():
+        return False
+    splice(README, marker, f"{to_markdown(table)}\n\n{note}")
+    return True
