@@ -41,8 +41,16 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from figures import save_figure
-from tables import DISPLAY_SCALE, GENERATED, REFERENCE_SETS, TITLES, load_results, t_interval
-from verdicts import DELTAS, write_report
+from tables import (
+    DISPLAY_SCALE,
+    GENERATED,
+    REFERENCE_SETS,
+    TITLES,
+    load_results,
+    settings,
+    t_interval,
+)
+from verdicts import DELTAS, front_table, splice_front, write_report
 
 from d3lm.metrics.scores import CLASS_SEP
 
@@ -164,3 +172,36 @@ if ACCURACY in set(report.rows["metric"]):
     save_figure(guidance_figure(report.rows, floor_points), "guidance")
 else:
     print("no accuracy rows: the samples carried no labels (sampled before sample.labels)")
+
+# %% [markdown]
+# The README's guidance table (between its `guidance:<SCALE>` markers): accuracy on the intended
+# class, oracle KID and diversity per guidance (means over seeds), each paired against w = 0;
+# the ceiling and floor in the note.
+
+# %%
+_, _, SCALE = settings()
+if ACCURACY in set(report.rows["metric"]):
+    front = front_table(
+        report,
+        AXES,
+        "guidance w",
+        {
+            ACCURACY: ("accuracy (intended class)", "{:.3f}"),
+            "kid_oracle": ("KID oracle ×10³", "{:.1f}"),
+            "mean_hamming": ("diversity", "{:.4f}"),
+        },
+        {ACCURACY: "Δ accuracy", "kid_oracle": "Δ KID ×10³", "mean_hamming": "Δ diversity"},
+    )
+    seeds = sorted(report.rows["seed"].dropna().astype(int).unique())
+    n = int(report.rows.loc[report.rows["set"] == GENERATED, "n"].max())
+    ceiling = level(report.rows, report.rows["set"] == "real")
+    note = (
+        f"`make ablation-guidance` at `{SCALE}`: n = {n:,} samples per point (an equal share "
+        f"per class), training seeds {', '.join(map(str, seeds))}; mean over seeds, Δ = point "
+        "− w = 0 per seed, mean [95 % t interval]. `uncond` (no label, same models) is the "
+        f"floor: its accuracy is the mean share of its samples the oracle puts in each class; "
+        f"the ceiling, the oracle on held-out real DNA of each class, is {ceiling:.3f}. Written "
+        f"by `make figures` (analysis/guidance.py); per class and every column: "
+        f"[reports/{SCALE}/guidance.md](reports/{SCALE}/guidance.md)."
+    )
+    splice_front(f"guidance:{SCALE}", front, note)
