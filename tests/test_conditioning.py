@@ -21,6 +21,7 @@ from interrupt_helpers import assert_same_weights
 from omegaconf import OmegaConf
 
 from d3lm import interrupt
+from d3lm.cli import main
 from d3lm.conditioning import LabelConditioning, NoConditioning
 from d3lm.config import FINETUNE_YAML, ConfigError, load_config
 from d3lm.data.datamodule import SequenceDataModule
@@ -31,6 +32,7 @@ from d3lm.interrupt import Interrupted
 from d3lm.lit.diffusion_lm import DiffusionLM, drop_seed, noise_seed
 from d3lm.model.backbone import PRESETS, NTv2Encoder
 from d3lm.registry import CONDITIONINGS, PLUGIN_KEYS
+from d3lm.rundir import RunDir
 from d3lm.stages.checkpoints import load_model
 from d3lm.stages.classifier import read_init
 from d3lm.stages.train import build_model, train
@@ -356,3 +358,25 @@ def test_a_classifier_fine_tuned_from_a_conditional_run_reads_its_unconditional_
     assert torch.equal(words[cls_id], null)
     others = torch.arange(len(words)) != cls_id
     assert torch.equal(words[others], state["embeddings.word_embeddings.weight"][others])
+
+
+def test_a_checkpoint_from_before_conditioning_loads_and_samples_as_before(
+    dna_table: Path, tmp_path: Path
+) -> None:
+    """An unconditional run whose checkpoint and config.yaml lack the conditioning section (as
+    every run trained before it existed) loads, and ``d3lm sample`` draws the same FASTA."""
+    steps = ["trainer.max_steps=2", "trainer.precision=32-true", "run=old"]
+    run = train(micro_config(dna_table, tmp_path, *steps))
+    argv = ["sample", str(run), "--n", "5", "--bp", "60", "--workers", "1", "steps=6",
+            "sample.progress=false"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "now.fa")]) == 0
+    last = RunDir(run).last
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    del saved["hyper_parameters"]["conditioning"]
+    torch.save(saved, last)
+    config = OmegaConf.load(RunDir(run).config)
+    del config["conditioning"]
+    OmegaConf.save(config, RunDir(run).config)
+    assert load_model(run).conditioning.n_tokens == 0
+    assert main([*argv, "--out", str(tmp_path / "old.fa")]) == 0
+    assert (tmp_path / "old.fa").read_text() == (tmp_path / "now.fa").read_text()
