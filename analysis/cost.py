@@ -28,7 +28,7 @@
 # %%
 from figures import headline, pareto_figure, save_figure
 from tables import GENERATION_METRICS, load_results, settings
-from verdicts import front_table, splice_front, write_report
+from verdicts import front_table, has_front, splice_front, write_report
 
 AXES = ["config"]
 COSTS = ["nfe", "sample_s_per_1000"]
@@ -52,7 +52,7 @@ else:
 
 # %%
 _, _, SCALE = settings()
-if set(COSTS) <= set(report.rows["metric"]):
+if set(COSTS) <= set(report.rows["metric"]) and has_front(f"cost:{SCALE}"):
     seeds = sorted(report.rows["seed"].dropna().astype(int).unique())
     n = int(report.rows.loc[report.rows["metric"] == "nfe", "n"].max())
     table = front_table(

@@ -50,7 +50,7 @@ from tables import (
     settings,
     t_interval,
 )
-from verdicts import DELTAS, front_table, splice_front, write_report
+from verdicts import DELTAS, front_table, has_front, splice_front, write_report
 
 from d3lm.metrics.scores import CLASS_SEP
 
@@ -180,7 +180,7 @@ else:
 
 # %%
 _, _, SCALE = settings()
-if ACCURACY in set(report.rows["metric"]):
+if ACCURACY in set(report.rows["metric"]) and has_front(f"guidance:{SCALE}"):
     front = front_table(
         report,
         AXES,

@@ -219,15 +219,20 @@ def front_table(
 ) -> pd.DataFrame:
     """A README-sized table of a report: per generated point the mean over seeds of each
     ``means`` metric (title, format) and the seed-paired difference from the reference of each
-    ``deltas`` metric (title), "diff [95 % interval] verdict"."""
+    ``deltas`` metric (title), "diff [95 % interval] verdict"; a metric the rows lack is left
+    out."""
     rows = report.rows
     generated = rows[rows["set"] == GENERATED].assign(row=row_labels(rows, axes))
     wide = generated.pivot_table(index="row", columns="metric", values="value", sort=False)
     table = pd.DataFrame(index=pd.Index(wide.index, name=first_column))
     for metric, (title, fmt) in means.items():
+        if metric not in wide:
+            continue
         scale = DISPLAY_SCALE.get(metric, 1.0)
         table[title] = (wide[metric] * scale).map(fmt.format)
     for metric, title in deltas.items():
+        if metric not in wide:
+            continue
         cells = report.paired[report.paired["metric"] == metric].set_index("row")
         scale = DISPLAY_SCALE.get(metric, 1.0)
         table[title] = [
@@ -237,10 +242,11 @@ def front_table(
     return table
 
 
-def splice_front(marker: str, table: pd.DataFrame, note: str) -> bool:
-    """Write ``table`` and ``note`` between the README's ``<!-- marker -->`` lines; False (and
-    nothing written) where the README has no such marker."""
-    if not README.exists() or f"<!-- {marker} -->" not in README.read_text():
-        return False
+def has_front(marker: str) -> bool:
+    """Whether the README has a ``<!-- marker -->`` table for a notebook to fill."""
+    return README.exists() and f"<!-- {marker} -->" in README.read_text()
+
+
+def splice_front(marker: str, table: pd.DataFrame, note: str) -> None:
+    """Write ``table`` and ``note`` between the README's ``<!-- marker -->`` lines."""
     splice(README, marker, f"{to_markdown(table)}\n\n{note}")
-    return True
