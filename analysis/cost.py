@@ -60,8 +60,8 @@ if set(COSTS) <= set(report.rows["metric"]) and has_front(f"cost:{SCALE}"):
         AXES,
         "sampler",
         {
-            "nfe": ("network calls / seq.", "{:.0f}"),
-            "sample_s_per_1000": ("s / 1,000 seq.", "{:.0f}"),
+            "nfe": ("network calls / seq.", "{mean:.0f}"),
+            "sample_s_per_1000": ("s / 1,000 seq.", "{mean:.0f}"),
         },
         {"kid_oracle": "Δ KID oracle ×10³", "fd_oracle": "Δ FD oracle", "fd_kmer": "Δ FD k-mer"},
     )

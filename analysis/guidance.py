@@ -186,11 +186,13 @@ if ACCURACY in set(report.rows["metric"]) and has_front(f"guidance:{SCALE}"):
         AXES,
         "guidance w",
         {
-            ACCURACY: ("accuracy (intended class)", "{:.3f}"),
-            "kid_oracle": ("KID oracle ×10³", "{:.1f}"),
-            "mean_hamming": ("diversity", "{:.4f}"),
+            "nfe": ("network calls / seq.", "{mean:.0f}"),
+            "sample_s_per_1000": ("s / 1,000 seq.", "{mean:.0f}"),
+            ACCURACY: ("accuracy (intended class)", "{mean:.3f} [{low:.3f}, {high:.3f}]"),
+            "kid_oracle": ("KID oracle ×10³", "{mean:.1f} [{low:.1f}, {high:.1f}]"),
+            "mean_hamming": ("diversity (Hamming)", "{mean:.4f} [{low:.4f}, {high:.4f}]"),
         },
-        {ACCURACY: "Δ accuracy", "kid_oracle": "Δ KID ×10³", "mean_hamming": "Δ diversity"},
+        {ACCURACY: "Δ accuracy", "kid_oracle": "Δ KID ×10³"},
     )
     seeds = sorted(report.rows["seed"].dropna().astype(int).unique())
     n = int(report.rows.loc[report.rows["set"] == GENERATED, "n"].max())
@@ -198,7 +200,9 @@ if ACCURACY in set(report.rows["metric"]) and has_front(f"guidance:{SCALE}"):
     note = (
         f"`make ablation-guidance` at `{SCALE}`: n = {n:,} samples per point (an equal share "
         f"per class), training seeds {', '.join(map(str, seeds))}; mean over seeds, Δ = point "
-        "− w = 0 per seed, mean [95 % t interval]. `uncond` (no label, same models) is the "
+        "− w = 0 per seed, mean [95 % t interval]. Network calls count both passes of a guided "
+        "call; seconds are the sampling machine's (named in each provenance JSON), measured "
+        "while other jobs ran. `uncond` (no label, same models) is the "
         f"floor: its accuracy is the mean share of its samples the oracle puts in each class; "
         f"the ceiling, the oracle on held-out real DNA of each class, is {ceiling:.3f}. Written "
         f"by `make figures` (analysis/guidance.py); per class and every column: "

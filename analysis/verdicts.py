@@ -26,6 +26,7 @@ from tables import (
     one_instrument,
     row_labels,
     summarise,
+    t_interval,
     to_latex,
     to_markdown,
     write_table,
@@ -217,10 +218,10 @@ def front_table(
     means: Mapping[str, tuple[str, str]],
     deltas: Mapping[str, str],
 ) -> pd.DataFrame:
-    """A README-sized table of a report: per generated point the mean over seeds of each
-    ``means`` metric (title, format) and the seed-paired difference from the reference of each
-    ``deltas`` metric (title), "diff [95 % interval] verdict"; a metric the rows lack is left
-    out."""
+    """A README-sized table of a report: per generated point each ``means`` metric over seeds
+    (title, and a format of ``mean``, ``low`` and ``high``, its 95 % t interval) and the
+    seed-paired difference from the reference of each ``deltas`` metric (title), "diff [95 %
+    interval] verdict"; a metric the rows lack is left out."""
     rows = report.rows
     generated = rows[rows["set"] == GENERATED].assign(row=row_labels(rows, axes))
     wide = generated.pivot_table(index="row", columns="metric", values="value", sort=False)
@@ -229,7 +230,12 @@ def front_table(
         if metric not in wide:
             continue
         scale = DISPLAY_SCALE.get(metric, 1.0)
-        table[title] = (wide[metric] * scale).map(fmt.format)
+        values = generated[generated["metric"] == metric].groupby("row", sort=False)["value"]
+        cells = {}
+        for row, seeds in values:
+            low, high = t_interval(list(seeds * scale))
+            cells[row] = fmt.format(mean=seeds.mean() * scale, low=low, high=high)
+        table[title] = [cells.get(r, "–") for r in table.index]
     for metric, title in deltas.items():
         if metric not in wide:
             continue
