@@ -38,7 +38,7 @@ from d3lm.metrics.diversity import diversity
 from d3lm.metrics.features import FeatureExtractor, OracleFeatures
 from d3lm.metrics.frechet import frechet_distance
 from d3lm.metrics.intervals import Bootstrap, kid_interval
-from d3lm.metrics.kernel import Kernels, KidSpec, kernel_distance
+from d3lm.metrics.kernel import KidSpec, against_reference
 from d3lm.metrics.motifs import MotifScanner, compare_rates
 from d3lm.metrics.novelty import novelty
 from d3lm.oracle.datasets import with_checkpoint
@@ -149,10 +149,8 @@ class Evaluator:
     def distances(self, name: str, features: torch.Tensor) -> dict[str, float]:
         """FD and KID of one set's features against the reference's in space ``name``."""
         ref = self.features[name]
-        kernels = Kernels.of(ref, features, self.kernels.get(name))
-        self.kernels[name] = kernels.real
-        kid, kid_std = kernel_distance(
-            ref, features, self.kid.subsets, self.kid.subset_size, self.seed, kernels
+        kid, kid_std, kernels = against_reference(
+            ref, features, self.kid, self.seed, self.kernels, name
         )
         out = {f"fd_{name}": frechet_distance(features, ref), f"kid_{name}": kid}
         out[f"kid_{name}_std"] = kid_std

@@ -31,7 +31,7 @@ from torchmetrics.functional.classification import (
 )
 
 from d3lm.metrics.frechet import frechet_distance
-from d3lm.metrics.kernel import Kernels, KidSpec, kernel_distance
+from d3lm.metrics.kernel import KidSpec, against_reference
 from d3lm.metrics.scores import CLASS_SEP
 from d3lm.stats import proportion_interval
 
@@ -125,11 +125,7 @@ class ClassJudge:
     def distances(self, label: str, features: torch.Tensor) -> dict[str, float]:
         """FD and KID of one intended class's samples against the real sequences of the class."""
         ref = self.by_class[label]
-        kernels = Kernels.of(ref, features, self.kernels.get(label))
-        self.kernels[label] = kernels.real
-        kid, _ = kernel_distance(
-            ref, features, self.kid.subsets, self.kid.subset_size, self.seed, kernels
-        )
+        kid, _, _ = against_reference(ref, features, self.kid, self.seed, self.kernels, label)
         return {
             of_class(f"fd_{self.name}", label): frechet_distance(features, ref),
             of_class(f"kid_{self.name}", label): kid,

@@ -82,6 +82,22 @@ class KidSpec:
     subset_size: int = SUBSET_SIZE
 
 
+def against_reference(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    kid: KidSpec,
+    seed: int,
+    cache: dict[str, torch.Tensor],
+    key: str,
+) -> tuple[float, float, Kernels]:
+    """KID (mean, std) of ``fake`` against a reference ``real`` scored against many sets, its
+    kernel computed once and kept in ``cache`` under ``key``; the kernels, for intervals."""
+    kernels = Kernels.of(real, fake, cache.get(key))
+    cache[key] = kernels.real
+    mean, std = kernel_distance(real, fake, kid.subsets, kid.subset_size, seed, kernels)
+    return mean, std, kernels
+
+
 def kernel_distance(
     real: torch.Tensor,
     fake: torch.Tensor,
