@@ -101,7 +101,11 @@ def test_classes_are_fitted_from_the_training_split_sorted() -> None:
 
 @pytest.mark.parametrize(
     ("labels", "match"),
-    [(None, r"t\.parquet: conditioning 'label' needs a 'label' column"), (["a", " "], "'y'")],
+    [
+        (None, r"t\.parquet: conditioning 'label' needs a 'label' column"),
+        (["a", " "], "'y'"),
+        (["a", "Hep G2"], r"t\.parquet: record 'y': label 'Hep G2' holds whitespace"),
+    ],
 )
 def test_fitting_refuses_a_table_without_labels_naming_it(labels, match) -> None:
     table = pd.DataFrame({"name": ["x", "y"], "split": ["train", "train"]})
@@ -109,6 +113,11 @@ def test_fitting_refuses_a_table_without_labels_naming_it(labels, match) -> None
         table["label"] = labels
     with pytest.raises(D3lmError, match=match):
         LabelConditioning.fit(table, {}, "t.parquet")
+
+
+def test_class_names_given_by_hand_are_one_word_each() -> None:
+    with pytest.raises(ValueError, match="without whitespace: 'Hep G2'"):
+        LabelConditioning(["K562", "Hep G2"])
 
 
 def test_conditioning_is_a_config_section_a_grid_axis_and_a_checked_plugin() -> None:

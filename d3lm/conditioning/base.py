@@ -67,6 +67,9 @@ class LabelConditioning:
         self.classes = tuple(str(c) for c in classes)
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes repeat a name: {list(self.classes)}")
+        spaced = [c for c in self.classes if c.split() != [c]]
+        if spaced:  # samples carry their class in FASTA headers as label=NAME
+            raise ValueError(f"class names must be non-empty without whitespace: {spaced[0]!r}")
         self.p_uncond = float(p_uncond)
         self.first_id = first_id
         self.n_tokens = len(self.classes) + 1
@@ -83,6 +86,13 @@ class LabelConditioning:
                 f"{', '.join(map(str, table.columns))}"
             )
         check_labelled(table, source)
+        spaced = table[LABEL_COLUMN].astype(str).str.contains(r"\s")
+        if spaced.any():
+            raise D3lmError(
+                f"{source}: record {first_record(table, spaced)!r}: label "
+                f"{table.loc[spaced, LABEL_COLUMN].iloc[0]!r} holds whitespace; samples carry "
+                "their class in FASTA headers as label=NAME, so a class name is one word"
+            )
         if not params.get("classes"):
             train = table[table["split"] == "train"] if "split" in table.columns else table
             params["classes"] = sorted(str(v) for v in train[LABEL_COLUMN].unique())
@@ -151,14 +161,19 @@ class LabelConditioning:
         return out
 
 
+def first_record(table: pd.DataFrame, rows: pd.Series) -> str:
+    """The name of the first record where ``rows`` is True (``row i`` without a name column)."""
+    if "name" in table.columns:
+        return str(table.loc[rows, "name"].iloc[0])
+    return f"row {int(rows.to_numpy().argmax())}"
+
+
 def check_labelled(table: pd.DataFrame, source: str) -> None:
     """Every record has a non-empty label; else an error naming the first that lacks one."""
     labels = table[LABEL_COLUMN]
     missing = labels.isna() | (labels.astype(str).str.strip() == "")
     if missing.any():
-        row = table[missing].iloc[0]
-        name = row["name"] if "name" in table.columns else f"row {int(missing.to_numpy().argmax())}"
         raise D3lmError(
-            f"{source}: record {name!r} has no {LABEL_COLUMN!r} "
+            f"{source}: record {first_record(table, missing)!r} has no {LABEL_COLUMN!r} "
             f"({int(missing.sum())} of {len(table)} records lack one)"
         )
