@@ -346,6 +346,9 @@ def test_export_leaves_the_condition_table_out_and_import_starts_one_fresh(
     assert load_config(files=[tmp_path / "cond" / "config.yaml"]).conditioning.name == "label"
     fresh = imported["state_dict"][CONDITION_TABLE]
     assert torch.equal(import_nt(out, section)["state_dict"][CONDITION_TABLE], fresh)  # seeded
+    # the command: --classes makes the imported run conditional
+    assert main(["import-nt", str(out), "--out", str(tmp_path / "cli"), "--classes", "a", "b"]) == 0
+    assert load_model(tmp_path / "cli").conditioning.classes == ("a", "b")
 
 
 def test_a_classifier_fine_tuned_from_a_conditional_run_reads_its_unconditional_network(

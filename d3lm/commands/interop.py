@@ -18,7 +18,10 @@ def import_nt(args: argparse.Namespace) -> Path:
 
     check_not_inputs({"--out": args.out}, {"the input folder": args.directory})
     check_folder(args.out)
-    return write_run(import_nt(args.directory), args.out)
+    conditioning = None
+    if args.classes:  # NT v2 has no labels: a conditional run starts its condition table fresh
+        conditioning = {"name": "label", "params": {"classes": args.classes}}
+    return write_run(import_nt(args.directory, conditioning), args.out)
 
 
 def export_nt(args: argparse.Namespace) -> Path:
@@ -40,6 +43,13 @@ COMMANDS: tuple[Command, ...] = (
         (
             arg("directory", type=Path, help="config.json, model.safetensors or .bin, vocab.txt"),
             arg("--out", type=Path, required=True, help="the run folder to create"),
+            arg(
+                "--classes",
+                nargs="+",
+                metavar="NAME",
+                help="a conditional run (conditioning: label) of these classes, its condition "
+                "table fresh",
+            ),
         ),
     ),
     Command(
