@@ -80,22 +80,17 @@ class LabelConditioning:
         A table without a ``label`` column, or a record without a label, is an error naming
         ``source`` and the record."""
         params = dict(params)
-        if LABEL_COLUMN not in table.columns:
-            raise D3lmError(
-                f"{source}: conditioning 'label' needs a {LABEL_COLUMN!r} column; the table has "
-                f"{', '.join(map(str, table.columns))}"
-            )
-        check_labelled(table, source)
-        spaced = table[LABEL_COLUMN].astype(str).str.contains(r"\s")
+        labels = record_labels(table, source)
+        spaced = labels.str.contains(r"\s")
         if spaced.any():
             raise D3lmError(
                 f"{source}: record {first_record(table, spaced)!r}: label "
-                f"{table.loc[spaced, LABEL_COLUMN].iloc[0]!r} holds whitespace; samples carry "
-                "their class in FASTA headers as label=NAME, so a class name is one word"
+                f"{labels[spaced].iloc[0]!r} holds whitespace; samples carry their class in "
+                "FASTA headers as label=NAME, so a class name is one word"
             )
         if not params.get("classes"):
-            train = table[table["split"] == "train"] if "split" in table.columns else table
-            params["classes"] = sorted(str(v) for v in train[LABEL_COLUMN].unique())
+            train = labels[table["split"] == "train"] if "split" in table.columns else labels
+            params["classes"] = sorted(train.unique())
         return params
 
     @property
@@ -166,6 +161,18 @@ def first_record(table: pd.DataFrame, rows: pd.Series) -> str:
     if "name" in table.columns:
         return str(table.loc[rows, "name"].iloc[0])
     return f"row {int(rows.to_numpy().argmax())}"
+
+
+def record_labels(table: pd.DataFrame, source: str) -> pd.Series:
+    """Every record's label as text; a table without the column, or a record without a label,
+    is an error naming ``source`` and the record."""
+    if LABEL_COLUMN not in table.columns:
+        raise D3lmError(
+            f"{source}: conditioning 'label' needs a {LABEL_COLUMN!r} column; the table has "
+            f"{', '.join(map(str, table.columns))}"
+        )
+    check_labelled(table, source)
+    return table[LABEL_COLUMN].astype(str)
 
 
 def check_labelled(table: pd.DataFrame, source: str) -> None:

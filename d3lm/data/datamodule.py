@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from d3lm.conditioning import Conditioning
-from d3lm.conditioning.base import LABEL_COLUMN, check_labelled
+from d3lm.conditioning.base import record_labels
 from d3lm.errors import D3lmError
 from d3lm.tokenizers import Tokenizer
 
@@ -236,11 +236,8 @@ class SequenceDataModule(GlobalBatchData):
         if encode is None:
             return ids
         where = f"{self.source} ({split} split)"
-        if LABEL_COLUMN not in rows.columns:
-            raise D3lmError(f"{where}: the conditioning needs a {LABEL_COLUMN!r} column")
-        check_labelled(rows, where)
         try:
-            return encode(ids, [str(v) for v in rows[LABEL_COLUMN]], names)
+            return encode(ids, list(record_labels(rows, where)), names)
         except D3lmError as err:  # a label the model has no class for
             raise D3lmError(f"{where}: {err}") from None
 
