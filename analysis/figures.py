@@ -27,6 +27,8 @@ from d3lm.io import atomic_path
 
 #: Line styles of the reference levels drawn across every figure.
 REFERENCE_STYLE = {"real": "-", "markov": "--", "shuffle": ":", "uniform": "-."}
+#: How far left of its point's interval (in category widths) each seed's dot is drawn.
+SEED_OFFSET = 0.22
 
 
 def metric_figure(
@@ -47,10 +49,18 @@ def metric_figure(
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(order) + 2), 3.2))
     common = {"data": generated, "x": "point", "y": "value", "order": order, "ax": ax}
-    # no random jitter: `make figures` must rebuild a figure byte for byte
-    sns.stripplot(**common, color="C0", alpha=0.45, size=3, jitter=False)
     sns.pointplot(
         **common, errorbar=t_interval, color="C0", linestyle="none", capsize=0.2, markersize=4
+    )
+    # the seeds beside their interval, not hidden behind it; a fixed offset, no random jitter:
+    # `make figures` must rebuild a figure byte for byte
+    ax.scatter(
+        generated["point"].map({p: i for i, p in enumerate(order)}) - SEED_OFFSET,
+        generated["value"],
+        s=10,
+        color="0.35",
+        zorder=3,
+        label="one training seed",
     )
     for name in references:
         level = data.loc[data["set"] == name, "value"]
