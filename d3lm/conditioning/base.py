@@ -171,16 +171,12 @@ def record_labels(table: pd.DataFrame, source: str) -> pd.Series:
             f"{source}: conditioning 'label' needs a {LABEL_COLUMN!r} column; the table has "
             f"{', '.join(map(str, table.columns))}"
         )
-    check_labelled(table, source)
-    return table[LABEL_COLUMN].astype(str)
-
-
-def check_labelled(table: pd.DataFrame, source: str) -> None:
-    """Every record has a non-empty label; else an error naming the first that lacks one."""
-    labels = table[LABEL_COLUMN]
-    missing = labels.isna() | (labels.astype(str).str.strip() == "")
+    raw = table[LABEL_COLUMN]
+    labels = raw.astype(str)
+    missing = raw.isna() | (labels.str.strip() == "")
     if missing.any():
         raise D3lmError(
             f"{source}: record {first_record(table, missing)!r} has no {LABEL_COLUMN!r} "
             f"({int(missing.sum())} of {len(table)} records lack one)"
         )
+    return labels
