@@ -21,9 +21,11 @@
 # compute that would decide it from the measured spread (`d3lm.stats`).
 #
 # Reads `results/ablation-*-<SCALE>.csv` and `results/understanding-<SCALE>.csv`; writes
-# `reports/<SCALE>/claims.md` and the README's table between its `claims:<SCALE>` markers.
+# `reports/<SCALE>/claims.md` (all seven rows) and, where the README (`D3LM_README`, default the
+# repository's) has `claims:<SCALE>` markers, the rows that have results at this scale between them.
 
 # %%
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,9 @@ from d3lm import stats
 from d3lm.io import splice, write_text
 
 _, REPORTS, SCALE = settings()
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(os.environ.get("D3LM_README", Path(__file__).resolve().parents[1] / "README.md"))
+#: How a claim's "Suite" cell starts when its grid has no rows at this scale.
+NO_RESULTS = "no results"
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def claim_row(claim: Claim) -> dict[str, str]:
             "Claim": claim.text,
             "Paper": claim.paper,
             "Verdict": "undecided",
-            "Suite": f"no results for `{claim.grid}` yet",
+            "Suite": f"{NO_RESULTS} for `{claim.grid}` yet",
             "To decide": f"`make ablation-{claim.grid}`",
         }
     rows, instrument = one_instrument(rows, f"ablation-{claim.grid}")
@@ -194,7 +198,7 @@ def understanding_row() -> dict[str, str]:
         return {
             "Claim": text,
             "Paper": paper,
-            "Suite": "no results yet",
+            "Suite": f"{NO_RESULTS} yet",
             "Verdict": "undecided",
             "To decide": "`make table-understanding`",
         }
@@ -242,6 +246,9 @@ note = (
     "[95 % t interval over seeds]; KID ×10³ on the fixed oracle's features."
 )
 write_text(REPORTS / "claims.md", f"# Paper claims ({SCALE})\n\n{markdown}\n\n{note}\n")
-if SCALE == "tiny" and README.exists() and f"<!-- claims:{SCALE} -->" in README.read_text():
-    splice(README, f"claims:{SCALE}", f"{markdown}\n\n{note}")
+if README.exists() and f"<!-- claims:{SCALE} -->" in README.read_text():
+    measured = claims[~claims["Suite"].str.startswith(NO_RESULTS)]
+    unmeasured = claims.index.difference(measured.index, sort=False)
+    rest = f" No rows yet at `{SCALE}` for: {'; '.join(unmeasured)}." if len(unmeasured) else ""
+    splice(README, f"claims:{SCALE}", f"{to_markdown(measured)}\n\n{note}{rest}")
 print(markdown)

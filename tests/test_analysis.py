@@ -235,6 +235,31 @@ def test_the_claims_table_decides_known_differences(analysis_env: Path) -> None:
     assert "seeds to resolve" in md and "n = 1,000 samples per point" in md
 
 
+def test_the_readme_copy_of_the_claims_keeps_the_rows_measured_at_its_scale(
+    analysis_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scale with only the sampling grid (``small`` in the repository): its README table has
+    the two claims that grid decides and names the five without rows; claims.md keeps all seven
+    and the text outside the markers is untouched."""
+    readme = analysis_env / "README.md"
+    readme.write_text("before\n<!-- claims:micro -->\nold\n<!-- /claims:micro -->\nafter\n")
+    monkeypatch.setenv("D3LM_README", str(readme))
+    rows = made_results("sampling", seeds=3).assign(n=1000)
+    rows.to_csv(analysis_env / "results" / "ablation-sampling-micro.csv", index=False)
+    runpy.run_path(str(ANALYSIS / "claims.py"), run_name="__main__")
+    page = readme.read_text()
+    table = [line.split(" | ")[0][2:] for line in page.splitlines() if line.startswith("| ")]
+    assert table[1:] == [
+        "Random unmasking order beats confidence-style orders",
+        "The planning sampler P2 collapses",
+    ]
+    assert page.startswith("before\n<!-- claims:micro -->\n") and page.endswith("after\n")
+    assert "No rows yet at `micro` for: Non-overlapping 6-mer tokens" in page
+    assert "Diffusion pretraining beats MLM on fine-tuning MCC." in page and "old" not in page
+    md = (analysis_env / "reports" / "micro" / "claims.md").read_text()
+    assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + 7
+
+
 def test_the_reports_index_carries_every_table_with_its_note(analysis_env: Path) -> None:
     """``reports/<scale>/README.md`` (analysis/reports.py, the last step of ``make figures``):
     each grid with rows gets its table and the line giving n, seeds and intervals, the command
