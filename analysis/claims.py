@@ -151,9 +151,9 @@ def claim_row(claim: Claim) -> dict[str, str]:
         return {
             "Claim": claim.text,
             "Paper": claim.paper,
-            "Verdict": "undecided",
             "Suite": f"{NO_RESULTS} for `{claim.grid}` yet",
-            "To decide": f"`make ablation-{claim.grid}`",
+            "Verdict": "undecided",
+            "To decide": f"`make ablation-{claim.grid} SCALE={SCALE}`",
         }
     rows, instrument = one_instrument(rows, f"ablation-{claim.grid}")
     reference = grid_reference(claim.grid)
@@ -200,7 +200,7 @@ def understanding_row() -> dict[str, str]:
             "Paper": paper,
             "Suite": f"{NO_RESULTS} yet",
             "Verdict": "undecided",
-            "To decide": "`make table-understanding`",
+            "To decide": f"`make table-understanding SCALE={SCALE}`",
         }
     test = rows[(rows["split"] == "test") & (rows["metric"] == "mcc")]
     cells, words, open_tasks = [], set(), {}

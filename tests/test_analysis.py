@@ -258,6 +258,7 @@ def test_the_readme_copy_of_the_claims_keeps_the_rows_measured_at_its_scale(
     assert "Diffusion pretraining beats MLM on fine-tuning MCC." in page and "old" not in page
     md = (analysis_env / "reports" / "micro" / "claims.md").read_text()
     assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + 7
+    assert "| Claim | Paper | Suite | Verdict | To decide |" in md  # a grid without rows first
 
 
 def test_the_reports_index_carries_every_table_with_its_note(analysis_env: Path) -> None:
