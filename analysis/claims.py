@@ -242,7 +242,9 @@ claims = pd.DataFrame([*map(claim_row, CLAIMS), understanding_row()]).set_index(
 markdown = to_markdown(claims)
 note = (
     f"Made by `make figures` (analysis/claims.py) from the committed rows in `results/` at "
-    f"`{SCALE}`. Δ is point minus the paper's setting, per training and sampling seed, mean "
+    f"`{SCALE}`. Δ is point minus the paper's setting on the claim's axis (every other "
+    f"setting, the sampling temperature included, is the scale's: "
+    f"`experiments/scales/{SCALE}.yaml`), per training and sampling seed, mean "
     "[95 % t interval over seeds]; KID ×10³ on the fixed oracle's features."
 )
 write_text(REPORTS / "claims.md", f"# Paper claims ({SCALE})\n\n{markdown}\n\n{note}\n")
