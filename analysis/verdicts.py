@@ -110,8 +110,8 @@ def paired_section(table: pd.DataFrame, reference: str, first_column: str) -> tu
     intro = (
         f"Paired against the reference point **{reference}** (the paper's setting on this axis; "
         "every other setting is the scale's): point minus reference per training and sampling "
-        "seed, mean [95 % t interval over seeds], and the "
-        "verdict (GC ratio and CpG o/e: distance to real DNA of the same seed)."
+        "seed, mean [95 % t interval over seeds], and the verdict (GC ratio and CpG o/e: "
+        "distance to real DNA of the same seed)."
     )
     return f"{intro}\n\n{to_markdown(wide)}", f"% {intro}\n{to_latex(wide)}"
 
